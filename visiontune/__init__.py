@@ -1,0 +1,29 @@
+"""visiontune: train world-class image classifiers from a folder of pictures by transfer learning.
+
+    import visiontune as vt
+    data = vt.ImageData.from_folder("data/dogscats", size=224)
+    learn = vt.vision_learner(data, "efficientnet_lite0")
+    learn.fine_tune(3)
+"""
+
+__version__ = "0.1.0"
+
+from .data import ImageData
+from .errors import ConfigError, DataError, ExportError, VisiontuneError, WeightsError
+from .models import create_body, list_backbones
+from .train import Callback, Learner, vision_learner
+
+__all__ = [
+    "Callback",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "ImageData",
+    "Learner",
+    "VisiontuneError",
+    "WeightsError",
+    "__version__",
+    "create_body",
+    "list_backbones",
+    "vision_learner",
+]

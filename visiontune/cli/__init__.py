@@ -1,0 +1,32 @@
+"""The `visiontune` command: one verb per job, each a thin layer over the Python API.
+
+Errors the user can fix (VisiontuneError) print as one message without a traceback; `--debug` shows it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .app import app
+from . import train as _train  # noqa: F401  (registers train, lr-find, demo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    from .. import _console
+    from ..errors import VisiontuneError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("VISIONTUNE_DEBUG") == "1"
+    try:
+        app(args=argv, prog_name="visiontune")
+    except VisiontuneError as e:
+        if debug:
+            raise
+        _console.err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        _console.err.print("[dim](run with --debug for the full traceback)[/]", markup=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _console.err.print("interrupted")
+        sys.exit(130)

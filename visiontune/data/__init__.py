@@ -1,0 +1,16 @@
+"""Data: label sources, robust decoding, transforms and loaders."""
+
+from .core import ImageData, ImageDataset
+from .decode import ImageDecodeError, is_image_file, open_image
+from .transforms import AugmentConfig, train_transform, valid_transform
+
+__all__ = [
+    "AugmentConfig",
+    "ImageData",
+    "ImageDataset",
+    "ImageDecodeError",
+    "is_image_file",
+    "open_image",
+    "train_transform",
+    "valid_transform",
+]

@@ -1,0 +1,99 @@
+"""Batches: a per-epoch seeded sampler, a collate that drops undecodable items, and a device loader
+that moves uint8 batches to the device and normalizes them there (one fused op per batch)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+log = logging.getLogger("visiontune")
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffles with a generator seeded by (seed, epoch): the same order for an epoch on every rerun
+    or resume, like DistributedSampler's `set_epoch`."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int = 42):
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def collate_skip_none(batch: Sequence):
+    """Collate, leaving out items that failed to decode (returned as None by the dataset)."""
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    return default_collate(batch)
+
+
+class Normalize:
+    """uint8 image batch -> float batch on `device`: x/255, minus mean, over std (one fused op), optionally
+    channels_last. Float batches (cached features) are only moved."""
+
+    def __init__(self, device: torch.device | str, mean: Sequence[float] | None, std: Sequence[float] | None,
+                 channels_last: bool = False):
+        self.device, self.channels_last = torch.device(device), channels_last
+        self.enabled = mean is not None
+        if self.enabled:
+            m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+            s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+            self.scale = (1.0 / (255.0 * s)).to(self.device)
+            self.shift = (-m / s).to(self.device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=self.device.type == "cuda")
+        if self.enabled and x.dtype == torch.uint8:
+            x = torch.addcmul(self.shift, x.to(torch.float32), self.scale)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+class DeviceLoader:
+    """Iterates a DataLoader of (uint8 images, targets, positions), yielding normalized float batches on
+    `device` (see Normalize)."""
+
+    def __init__(self, dl: DataLoader, device: torch.device | str, mean: Sequence[float] | None,
+                 std: Sequence[float] | None, channels_last: bool = False):
+        self.dl, self.device = dl, torch.device(device)
+        self.normalize = Normalize(device, mean, std, channels_last)
+
+    @property
+    def dataset(self):
+        return self.dl.dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dl.sampler, "set_epoch"):
+            self.dl.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dl)
+
+    def iter_with_index(self):
+        """Yields (x, y, idx): idx are the dataset positions of the items in the batch, so callers know
+        which items were left out as undecodable."""
+        non_blocking = self.device.type == "cuda"
+        for batch in self.dl:
+            if batch is None:
+                continue
+            x, y, idx = batch
+            yield self.normalize(x), y.to(self.device, non_blocking=non_blocking), idx
+
+    def __iter__(self):
+        for x, y, _ in self.iter_with_index():
+            yield x, y

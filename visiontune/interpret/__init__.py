@@ -1,0 +1,1 @@
+"""Seeing what the model sees: plots, interpretation, report."""

@@ -1,0 +1,24 @@
+"""Training: Learner, callbacks, schedules, lr_find, precompute, metrics, optimizers."""
+
+from .callbacks import Callback, CancelBatchException, CancelEpochException, CancelFitException
+from .learner import Learner
+from .lr_find import LRFindResult
+from .metrics import Metric, accuracy, accuracy_multi, error_rate, fbeta
+from .recorder import Recorder
+from .vision import vision_learner
+
+__all__ = [
+    "Callback",
+    "CancelBatchException",
+    "CancelEpochException",
+    "CancelFitException",
+    "LRFindResult",
+    "Learner",
+    "Metric",
+    "Recorder",
+    "accuracy",
+    "accuracy_multi",
+    "error_rate",
+    "fbeta",
+    "vision_learner",
+]

@@ -1,0 +1,200 @@
+"""Precomputed activations: run the frozen body once over a dataset, keep the pooled features on disk,
+and train or predict the head on them in seconds.
+
+The cache is keyed by everything that changes the features: architecture, a fingerprint of the body
+weights, image size, the ordered files with sizes and mtimes, the valid transform and normalization.
+Files are written to a temporary name, fsynced and renamed; the JSON meta is written last, so a
+partly written cache is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .. import __version__, _console
+from ..data.loader import DeviceLoader, EpochSampler
+from ..data.transforms import valid_transform
+
+if TYPE_CHECKING:
+    from .learner import Learner
+
+FORMAT = 1
+
+
+def body_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of the body's parameters and buffers: any change to the weights gives a new key."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.body.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(learn: "Learner", ds: str) -> tuple[str, dict]:
+    """(hex key, the description it hashes) for dataset `ds` under this learner's body."""
+    data = learn.data
+    dset = data.dataset(ds)
+    files = hashlib.sha256()
+    for f in dset.files:
+        st = f.stat()
+        files.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    desc = {
+        "format": FORMAT,
+        "arch": learn.model.config.arch,
+        "body": body_fingerprint(learn.model),
+        "concat_pool": learn.model.config.head.concat_pool,
+        "size": data.size,
+        "presize": data.presize,
+        "transform": repr(valid_transform(data.size)),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "files": files.hexdigest(),
+        "n": len(dset),
+        "ds": ds,
+    }
+    key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
+    return key, desc
+
+
+class ActivationCache:
+    """Features of one dataset on disk: `{key}.npy` (float32, rows = kept items), `{key}.idx.npy`
+    (dataset positions of those rows) and `{key}.json` (the key's description; written last)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.n_computed = 0  # images passed through the body by this object (tests count these)
+
+    def paths(self, key: str) -> tuple[Path, Path, Path]:
+        return self.root / f"{key}.npy", self.root / f"{key}.idx.npy", self.root / f"{key}.json"
+
+    def read(self, key: str, desc: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        feats_p, idx_p, meta_p = self.paths(key)
+        try:
+            meta = json.loads(meta_p.read_text())
+            if meta.get("desc") != desc or not meta.get("complete"):
+                return None
+            feats = np.load(feats_p, mmap_mode="r")
+            idx = np.load(idx_p)
+            if feats.shape != tuple(meta["shape"]) or len(idx) != feats.shape[0]:
+                return None
+            return feats, idx
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            return None
+
+    def write(self, key: str, desc: dict, feats: np.ndarray, idx: np.ndarray) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        feats_p, idx_p, meta_p = self.paths(key)
+        meta_p.unlink(missing_ok=True)
+        for path, arr in ((feats_p, feats), (idx_p, idx)):
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        tmp = meta_p.with_name(f".{meta_p.name}.{os.getpid()}.partial")
+        tmp.write_text(json.dumps({"desc": desc, "shape": list(feats.shape), "complete": True,
+                                   "visiontune": __version__, "created": time.time()}))
+        os.replace(tmp, meta_p)
+
+    def get(self, learn: "Learner", ds: str) -> tuple[np.ndarray, np.ndarray]:
+        """Features and kept positions for `ds`, from disk when the key matches, else computed now."""
+        key, desc = cache_key(learn, ds)
+        hit = self.read(key, desc)
+        if hit is not None:
+            return hit
+        feats, idx = compute_features(learn, ds)
+        self.n_computed += len(learn.data.dataset(ds))
+        self.write(key, desc, feats, idx)
+        return self.read(key, desc) or (feats, idx)
+
+
+def compute_features(learn: "Learner", ds: str) -> tuple[np.ndarray, np.ndarray]:
+    """Run the body (eval mode, no augmentation, inference_mode) over `ds` in batches."""
+    data, model = learn.data, learn.model
+    raw = data.loader(ds, bs=data.bs * 2, augment=False, shuffle=False, drop_last=False, device=learn.device)
+    dl = DeviceLoader(raw, learn.device, data.mean, data.std, learn.channels_last)
+    n = len(raw.dataset)
+    feats = np.empty((n, model.n_features), dtype=np.float32)
+    kept = np.zeros(n, dtype=bool)
+    was_training = model.training
+    model.eval()
+    t0, done = time.perf_counter(), 0
+    progress = None
+    if _console.interactive() and not learn.quiet:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[speed]}"), console=_console.err, transient=True)
+        progress.start()
+        task = progress.add_task(f"precompute {ds}", total=n, speed="")
+    try:
+        with torch.inference_mode(), learn._autocast():
+            for x, _, idx in dl.iter_with_index():
+                out = model.features(x).float().cpu().numpy()
+                feats[idx.numpy()] = out
+                kept[idx.numpy()] = True
+                done += len(idx)
+                if progress is not None:
+                    speed = done / max(time.perf_counter() - t0, 1e-9)
+                    progress.update(task, advance=len(idx), speed=f"{speed:,.0f} img/s")
+    finally:
+        if progress is not None:
+            progress.stop()
+        model.train(was_training)
+    dt = time.perf_counter() - t0
+    if not learn.quiet:
+        _console.notice(f"precomputed {ds} activations: {done} images in {dt:.1f}s ({done / max(dt, 1e-9):,.0f} img/s)")
+    idx = np.flatnonzero(kept)
+    return feats[idx], idx
+
+
+class FeatureDataset(Dataset):
+    """Rows of cached features with their targets: (feature vector, target, dataset position)."""
+
+    def __init__(self, feats: np.ndarray, idx: np.ndarray, targets: np.ndarray | None):
+        self.feats = torch.from_numpy(np.array(feats, dtype=np.float32))
+        self.idx = torch.from_numpy(idx.astype(np.int64))
+        if targets is None:
+            self.targets = torch.full((len(idx),), -1, dtype=torch.long)
+        else:
+            t = torch.as_tensor(targets[idx])
+            self.targets = t.float() if t.ndim == 2 else t.long()
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitems__(self, indices: list[int]):
+        i = torch.as_tensor(indices)
+        return [(self.feats[i], self.targets[i], self.idx[i])]
+
+    def __getitem__(self, i: int):
+        return self.feats[i], self.targets[i], self.idx[i]
+
+
+def _whole_batch(batch):
+    """FeatureDataset.__getitems__ already returns the batch as one tuple of tensors."""
+    return batch[0]
+
+
+def feature_loader(learn: "Learner", ds: str, shuffle: bool, bs: int | None = None) -> DeviceLoader:
+    """A device loader over the cached features of `ds` (computed first if needed)."""
+    data = learn.data
+    if not hasattr(learn, "activation_cache"):
+        learn.activation_cache = ActivationCache(data.cache_dir / "activations")
+    feats, idx = learn.activation_cache.get(learn, ds)
+    dset = FeatureDataset(feats, idx, data.dataset(ds).targets)
+    bs = bs or data.bs
+    drop_last = shuffle and len(dset) > bs
+    dl = DataLoader(dset, batch_size=bs, sampler=EpochSampler(len(dset), shuffle, data.seed),
+                    drop_last=drop_last, collate_fn=_whole_batch, num_workers=0)
+    return DeviceLoader(dl, learn.device, None, None)

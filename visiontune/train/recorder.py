@@ -1,0 +1,103 @@
+"""Recorder: per-batch lr, momentum and loss, and the per-epoch table, across every fit of a learner."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .callbacks import Callback
+
+
+class Recorder(Callback):
+    """Always present as `learn.recorder`. `rows` is the epoch table over all fits (each row says
+    its `phase`); `lrs`, `moms`, `losses` are per training batch of the current fit; `batch_history`
+    keeps (phase, iteration, loss, lr) for every batch of every fit."""
+
+    order = -10
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.epoch_ends: list[int] = []  # len(batch_history) when each row was written
+        self.batch_history: list[tuple[int, int, float, float]] = []
+        self.phase = -1
+        self.lrs: list[float] = []
+        self.moms: list[float] = []
+        self.losses: list[float] = []
+        self.metric_names: list[str] = []
+
+    # --------------------------------------------------------------- events
+    def before_fit(self) -> None:
+        self.phase += 1
+        if getattr(self.learn, "resuming", False) and self.rows:
+            self.phase = self.rows[-1]["phase"]
+        self.lrs, self.moms, self.losses = [], [], []
+        self.metric_names = [m.name for m in self.learn.metrics]
+
+    def before_epoch(self) -> None:
+        self._t0 = time.perf_counter()
+        self._sum, self._n = 0.0, 0
+
+    def after_batch(self) -> None:
+        if not self.learn.training:
+            return
+        loss = float(self.learn.loss_value)
+        lr = self.learn.hypers("lr")[-1]
+        self.lrs.append(lr)
+        self.moms.append(self.learn.hypers("mom")[-1])
+        self.losses.append(loss)
+        self.batch_history.append((self.phase, self.learn.train_iter, loss, lr))
+        bs = self.learn.batch_size
+        self._sum += loss * bs
+        self._n += bs
+
+    def after_epoch(self) -> None:
+        row = {
+            "phase": self.phase,
+            "epoch": self.learn.epoch,
+            "lr": self.learn.hypers("lr")[-1],
+            "train_loss": self._sum / max(self._n, 1) if self._n else float("nan"),
+            "valid_loss": self.learn.valid_loss,
+            **self.learn.last_metrics,
+            "time": time.perf_counter() - self._t0,
+        }
+        self.rows.append(row)
+        self.epoch_ends.append(len(self.batch_history))
+
+    # --------------------------------------------------------------- views
+    @property
+    def last(self) -> dict:
+        return self.rows[-1] if self.rows else {}
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "batch_history": self.batch_history, "phase": self.phase,
+                "epoch_ends": self.epoch_ends}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state.get("rows", []))
+        self.batch_history = [tuple(x) for x in state.get("batch_history", [])]
+        self.phase = int(state.get("phase", -1))
+        self.epoch_ends = list(state.get("epoch_ends", []))
+
+    def plot_losses(self, path: str | Path | None = None):
+        """Training loss per batch and validation loss per epoch, over all fits."""
+        from ..interpret.plots import plot_losses
+
+        return plot_losses(self, path)
+
+    def plot_lr(self, path: str | Path | None = None):
+        """Learning rate (last layer group) per batch of the last fit."""
+        from ..interpret.plots import plot_lr
+
+        return plot_lr(self, path)
+
+    def plot_sched(self, path: str | Path | None = None):
+        """Learning rate and momentum per batch of the last fit, side by side."""
+        from ..interpret.plots import plot_sched
+
+        return plot_sched(self, path)
+
+    def plot_metrics(self, path: str | Path | None = None):
+        """Each metric per epoch over all fits."""
+        from ..interpret.plots import plot_metrics
+
+        return plot_metrics(self, path)

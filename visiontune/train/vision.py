@@ -1,0 +1,48 @@
+"""`vision_learner`: a pretrained body + a new head on an ImageData, frozen and ready to train."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from ..errors import ConfigError
+from ..models import HeadConfig, create_model
+from .callbacks import Callback
+from .learner import Learner
+
+DEFAULT_ARCH = "efficientnet_lite0"
+
+
+def vision_learner(
+    data,
+    arch: str = DEFAULT_ARCH,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    metrics: Iterable = ("accuracy",),
+    wd: float = 0.01,
+    lr: float | None = None,
+    opt: str = "adamw",
+    precompute: bool = False,
+    head: str = "fastai",
+    lin_ftrs: Iterable[int] = (512,),
+    ps: float = 0.5,
+    concat_pool: bool = True,
+    cbs: Iterable[Callback] = (),
+    device=None,
+    **kwargs,
+) -> Learner:
+    """A Learner for `data` with the `arch` body (weights: `weights` file -> cache -> hub; the default
+    `efficientnet_lite0` ships with visiontune) and a fresh head. The body starts frozen.
+
+    `precompute=True` trains the head on cached body activations (seconds per epoch on a CPU);
+    `head="linear"` puts a single linear layer on the features instead of fastai's head.
+    """
+    if not getattr(data, "classes", None):
+        raise ConfigError("vision_learner needs data with classes, e.g. ImageData.from_folder(path).")
+    model = create_model(arch, data.c, pretrained=pretrained, weights=weights,
+                         head=HeadConfig(kind=head, lin_ftrs=tuple(lin_ftrs), ps=ps, concat_pool=concat_pool))
+    learn = Learner(data, model, metrics=metrics, wd=wd, lr=lr, opt=opt, cbs=cbs, device=device, **kwargs)
+    learn.freeze()
+    if precompute:
+        learn.precompute = True
+    return learn
