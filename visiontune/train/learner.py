@@ -141,8 +141,13 @@ class Learner:
         return is_main_process()
 
     @property
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """The model's layer groups; a model without `layer_groups` is one group."""
+        return getattr(self.model, "layer_groups", None) or [[self.model]]
+
+    @property
     def n_groups(self) -> int:
-        return len(self.model.layer_groups)
+        return len(self.layer_groups)
 
     @property
     def lr(self) -> float:
@@ -165,7 +170,7 @@ class Learner:
     # ------------------------------------------------------------------ freezing
     def freeze_to(self, n: int) -> None:
         """Freeze layer groups [0, n) (negative n counts from the end); BatchNorm layers stay trainable."""
-        groups = self.model.layer_groups
+        groups = self.layer_groups
         n = n % len(groups) if n < 0 else min(n, len(groups))
         for i, g in enumerate(groups):
             for m in g:
@@ -287,7 +292,7 @@ class Learner:
         at validation time (and that precompute caches), which small batches would otherwise distort."""
         self.model.train()
         if self.freeze_bn_stats:
-            for g in self.model.layer_groups[: self.frozen_to]:
+            for g in self.layer_groups[: self.frozen_to]:
                 for top in g:
                     for m in top.modules():
                         if isinstance(m, _BN):
@@ -330,7 +335,7 @@ class Learner:
         return t
 
     def create_opt(self) -> None:
-        self.opt = build_optimizer(self.model.layer_groups, self.opt_name, lr=self.lr, wd=self.wd)
+        self.opt = build_optimizer(self.layer_groups, self.opt_name, lr=self.lr, wd=self.wd)
 
     def _fit(self, n_epoch: int, lrs: Lrs | None, schedule: S.Schedule, wd: float | None = None,
              cbs: Iterable[Callback] = (), start_epoch: int = 0) -> None:
