@@ -20,7 +20,9 @@ def quiet() -> bool:
 
 def notice(msg: str) -> None:
     """A one-line notice about something visiontune decided for the user (not an error)."""
-    if not quiet():
+    from .distributed import is_main_process
+
+    if not quiet() and is_main_process():
         err.print(f"[yellow]visiontune:[/] {msg}", markup=True, highlight=False)
 
 

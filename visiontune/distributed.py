@@ -47,3 +47,101 @@ def is_main_process() -> bool:
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def setup_from_env(backend: str | None = None) -> bool:
+    """Join the process group when launched by torchrun (nccl on GPUs, gloo on CPUs); True if distributed.
+
+    Safe to call twice; a plain `python` launch returns False and changes nothing."""
+    if is_distributed():
+        return True
+    if not launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) < 1:
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    torch.distributed.init_process_group(backend=backend)
+    return True
+
+
+def cleanup() -> None:
+    """Leave the process group (end of a torchrun job)."""
+    if is_distributed():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        torch.distributed.barrier()
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` on every rank (e.g. the run folder name, a cache decision)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sum(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Element-wise sum of `values` over all ranks."""
+    if not is_distributed():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device(device))
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def _comm_device(device) -> torch.device:
+    device = torch.device(device)
+    if torch.distributed.get_backend() == "nccl" and device.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+
+
+def gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate tensor `t` (any length along dim 0) from every rank, in rank order."""
+    if not is_distributed():
+        return t
+    dev = _comm_device(t.device)
+    local = t.to(dev)
+    n = torch.tensor([local.shape[0]], device=dev)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    torch.distributed.all_gather(sizes, n)
+    longest = int(max(s.item() for s in sizes))
+    pad = torch.zeros((longest - local.shape[0], *local.shape[1:]), dtype=local.dtype, device=dev)
+    buf = [torch.empty((longest, *local.shape[1:]), dtype=local.dtype, device=dev) for _ in range(world_size())]
+    torch.distributed.all_gather(buf, torch.cat([local, pad]))
+    return torch.cat([b[: int(s.item())] for b, s in zip(buf, sizes)]).to(t.device)
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every `world`-th item starting at `rank`, in order, without padding: each item is seen by exactly one
+    rank, so gathered predictions and metrics are exact (DistributedSampler pads with repeats)."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_sampler(n: int, shuffle: bool, seed: int, drop_last: bool, dataset=None):
+    """A DistributedSampler for training (shuffled per epoch with the seed), a ShardSampler otherwise;
+    None when not distributed."""
+    if not is_distributed():
+        return None
+    if shuffle:
+        from torch.utils.data.distributed import DistributedSampler
+
+        return DistributedSampler(dataset if dataset is not None else range(n), num_replicas=world_size(), rank=rank(),
+                                  shuffle=True, seed=seed, drop_last=drop_last)
+    return ShardSampler(n, rank(), world_size())

@@ -19,7 +19,7 @@ def train(
     data: Path = typer.Argument(..., help=DATA_HELP),
     arch: str = typer.Option("efficientnet_lite0", help="Backbone: efficientnet_lite0 (embedded), resnet18/34/50, or any timm name."),
     size: int = typer.Option(224, help="Image size (pixels, square)."),
-    bs: int = typer.Option(64, help="Batch size."),
+    bs: str = typer.Option("64", help="Batch size per process, or 'auto' (largest that fits on the GPU)."),
     epochs: int = typer.Option(3, help="Epochs of the first phase (head only, body frozen); with --fine-tune, unfrozen epochs."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (max lr for one-cycle). Default: 3e-3 frozen, 1e-3 unfrozen."),
     valid_pct: Optional[float] = typer.Option(None, help="Fraction of train to hold out when there is no valid/ folder (default 0.2)."),
@@ -38,25 +38,36 @@ def train(
     fine_tune: bool = typer.Option(False, "--fine-tune", help="fastai's recipe: 1 frozen epoch, then --epochs unfrozen."),
     wd: float = typer.Option(0.01, help="Weight decay (decoupled)."),
     opt: str = typer.Option("adamw", help="Optimizer: adamw or sgd."),
+    head: str = typer.Option("fastai", help="Head: fastai (pool, BN, dropout, 512, classes) or linear (one layer)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps (default: best available)."),
     num_workers: Optional[int] = typer.Option(None, help="Data loader worker processes (default: sized to the machine)."),
+    mixed_precision: Optional[str] = typer.Option(None, help="bf16 | fp16 | off (default: bf16/fp16 on GPUs, off on CPU)."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Synchronise BatchNorm statistics across torchrun processes."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (faster steps after a slow first one)."),
 ) -> None:
-    """Train a classifier on an image folder and save the model in a run folder."""
+    """Train a classifier on an image folder and save the model in a run folder.
+
+    On several GPUs: `torchrun --nproc_per_node=N -m visiontune train DATA ...` (--bs is per process)."""
     from ..runs.config import TrainConfig
     from ..runs.recipe import train as run_train
+    from ..distributed import cleanup, setup_from_env
     from ..runs.folder import finish_run, start_run
 
+    setup_from_env()
     cfg = TrainConfig(
         data=str(data), arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, valid_pct=valid_pct, seed=seed,
         out=str(out), weights=str(weights) if weights else None, pretrained=pretrained, augment=augment,
         schedule=schedule, cycle_len=cycle_len, cycle_mult=cycle_mult, precompute=precompute,
         unfreeze_epochs=unfreeze_epochs, lrs=parse_floats(lrs, "--lrs"), lr_slice=parse_floats(lr_slice, "--lr-slice"),
-        fine_tune=fine_tune, wd=wd, opt=opt, device=device, num_workers=num_workers,
+        fine_tune=fine_tune, wd=wd, opt=opt, head=head, device=device, num_workers=num_workers,
+        mixed_precision=None if mixed_precision in (None, "auto") else mixed_precision,
+        sync_bn=sync_bn, compile=compile,
     )
     t0 = time.perf_counter()
     run_dir = start_run(cfg)
     learn = run_train(cfg)
     finish_run(learn, cfg, run_dir, time.perf_counter() - t0)
+    cleanup()
 
 
 @app.command("lr-find")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..distributed import make_sampler
 from ..errors import ConfigError, DataError
 from .decode import ImageDecodeError, open_image
 from .loader import EpochSampler, collate_skip_none
@@ -305,10 +306,12 @@ class ImageData:
         if drop_last is None:
             drop_last = bool(is_train and augment and len(dset) > bs)
         workers = self.default_workers(device)
+        if sampler is None:
+            sampler = make_sampler(len(dset), shuffle, self.seed, drop_last, dset) or EpochSampler(len(dset), shuffle, self.seed)
         return DataLoader(
             dset,
             batch_size=bs,
-            sampler=sampler if sampler is not None else EpochSampler(len(dset), shuffle, self.seed),
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=workers,
             collate_fn=collate_skip_none,

@@ -14,8 +14,9 @@ log = logging.getLogger("visiontune")
 
 
 class EpochSampler(Sampler[int]):
-    """Shuffles with a generator seeded by (seed, epoch): the same order for an epoch on every rerun
-    or resume, like DistributedSampler's `set_epoch`."""
+    """Shuffles with a generator seeded by seed + epoch: the same order for an epoch on every rerun or
+    resume. It is DistributedSampler's permutation, so N torchrun processes with batch size b see, step
+    by step, exactly the items one process sees with batch size N*b."""
 
     def __init__(self, n: int, shuffle: bool, seed: int = 42):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
@@ -26,7 +27,7 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:
             return iter(range(self.n))
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ from PIL import Image
 from .. import _console
 from ..data.decode import open_image, to_rgb
 from ..data.transforms import pil_to_uint8, presize, valid_transform
+from ..distributed import gather_cat, is_distributed
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -24,12 +25,43 @@ def get_preds(learn: "Learner", ds: str = "valid", with_loss: bool = False, with
 
     Targets are None for the unlabelled test set. Items that could not be decoded are left out with
     a notice; `with_index=True` also returns the dataset positions of the rows."""
+    from ..train import oom
+
+    while True:
+        try:
+            probs, targs, losses, index = _predict_pass(learn, ds, with_loss)
+            break
+        except BaseException as e:  # noqa: BLE001
+            if not (oom.is_oom(e) and not is_distributed() and oom.shrink_batch(learn, "prediction")):
+                raise
+    n_total = len(learn.data.dataset(ds))
+    p = torch.cat(probs) if probs else torch.empty(0, learn.data.c)
+    t = torch.cat(targs) if targs else torch.empty(0, dtype=torch.long)
+    ix = torch.cat(index) if index else torch.empty(0, dtype=torch.long)
+    l = torch.cat(losses) if losses else torch.empty(0)
+    if is_distributed():  # each rank predicted a shard: gather and put back in file order
+        p, t, ix = gather_cat(p), gather_cat(t), gather_cat(ix)
+        l = gather_cat(l) if with_loss else l
+        order = torch.argsort(ix)
+        p, t, ix = p[order], t[order], ix[order]
+        l = l[order] if with_loss else l
+    if len(ix) < n_total:
+        _console.notice(f"{n_total - len(ix)} of {n_total} {ds} images could not be decoded and were left out.")
+    labelled = learn.data.dataset(ds).is_labelled
+    out: list[Any] = [p, t if labelled else None]
+    if with_loss:
+        out.append(l)
+    if with_index:
+        out.append(ix)
+    return tuple(out)
+
+
+def _predict_pass(learn: "Learner", ds: str, with_loss: bool):
     dl = learn.dl(ds, augment=False)
     model = learn.model
     was_training = model.training
     model.eval()
     probs, targs, losses, index = [], [], [], []
-    loss_fn = learn.loss_func
     try:
         with torch.inference_mode(), learn._autocast():
             for x, y, idx in dl.iter_with_index():
@@ -38,23 +70,10 @@ def get_preds(learn: "Learner", ds: str = "valid", with_loss: bool = False, with
                 targs.append(y.cpu())
                 index.append(idx)
                 if with_loss:
-                    per_item = _per_item_loss(loss_fn, out, y)
-                    losses.append(per_item.cpu())
+                    losses.append(_per_item_loss(learn.loss_func, out, y).cpu())
     finally:
         model.train(was_training)
-    n_total = len(learn.data.dataset(ds))
-    p = torch.cat(probs) if probs else torch.empty(0, learn.data.c)
-    t = torch.cat(targs) if targs else torch.empty(0)
-    ix = torch.cat(index) if index else torch.empty(0, dtype=torch.long)
-    if len(ix) < n_total:
-        _console.notice(f"{n_total - len(ix)} of {n_total} {ds} images could not be decoded and were left out.")
-    labelled = learn.data.dataset(ds).is_labelled
-    out: list[Any] = [p, t if labelled else None]
-    if with_loss:
-        out.append(torch.cat(losses) if losses else torch.empty(0))
-    if with_index:
-        out.append(ix)
-    return tuple(out)
+    return probs, targs, losses, index
 
 
 def _per_item_loss(loss_fn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

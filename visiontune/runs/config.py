@@ -21,7 +21,7 @@ class TrainConfig:
     data: str = ""
     arch: str = "efficientnet_lite0"
     size: int = 224
-    bs: int = 64
+    bs: int | str = 64
     epochs: int = 3
     lr: float | None = None
     valid_pct: float | None = None
@@ -47,15 +47,23 @@ class TrainConfig:
     device: str | None = None
     num_workers: int | None = None
     mixed_precision: str | None = None
+    sync_bn: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}.")
         if self.schedule == "sgdr" and self.cycle_len is None:
             self.cycle_len = 1
+        if self.bs != "auto":
+            try:
+                self.bs = int(self.bs)
+            except (TypeError, ValueError):
+                raise ConfigError(f"bs must be a positive integer or 'auto', got {self.bs!r}.") from None
         for name in ("epochs", "size", "bs"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if value != "auto" and int(value) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}.")
         if self.unfreeze_epochs < 0 or self.freeze_epochs < 0:
             raise ConfigError("unfreeze_epochs and freeze_epochs cannot be negative.")
         if self.lrs is not None and self.lr_slice is not None:

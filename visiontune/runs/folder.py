@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from .. import __version__, _console
-from ..distributed import is_main_process
+from ..distributed import broadcast_object, is_main_process
 from .config import TrainConfig
 
 
@@ -44,6 +44,7 @@ def start_run(cfg: TrainConfig) -> Path:
     while run_dir.exists():
         i += 1
         run_dir = base / f"{name}-{i}"
+    run_dir = Path(broadcast_object(str(run_dir)))  # rank 0 names the one folder of a torchrun job
     if is_main_process():
         run_dir.mkdir(parents=True)
         meta = {"visiontune": __version__, "torch": str(torch.__version__), "python": platform.python_version()}

@@ -10,7 +10,9 @@ import torch
 
 from .. import _console
 from ..data import ImageData
+from ..distributed import is_main_process, setup_from_env, world_size
 from ..train import Callback, Learner, vision_learner
+from ..train.oom import find_batch_size
 from .config import TrainConfig
 
 
@@ -23,7 +25,7 @@ def seed_everything(seed: int) -> None:
 
 def build_data(cfg: TrainConfig) -> ImageData:
     return ImageData.from_folder(
-        cfg.data_path, valid_pct=cfg.valid_pct, seed=cfg.seed, size=cfg.size, bs=cfg.bs,
+        cfg.data_path, valid_pct=cfg.valid_pct, seed=cfg.seed, size=cfg.size, bs=64 if cfg.bs == "auto" else cfg.bs,
         augment=cfg.augment, num_workers=cfg.num_workers,
     )
 
@@ -32,7 +34,7 @@ def build_learner(cfg: TrainConfig, data: ImageData, cbs: Iterable[Callback] = (
     return vision_learner(
         data, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, metrics=cfg.metrics, wd=cfg.wd,
         lr=cfg.lr, opt=cfg.opt, precompute=cfg.precompute, head=cfg.head, cbs=cbs, device=cfg.device,
-        mixed_precision=cfg.mixed_precision,
+        mixed_precision=cfg.mixed_precision, sync_bn=cfg.sync_bn, compile=cfg.compile,
     )
 
 
@@ -64,14 +66,21 @@ def train_phases(learn: Learner, cfg: TrainConfig, cbs: Iterable[Callback] = ())
 
 
 def train(cfg: TrainConfig, cbs: Iterable[Callback] = ()) -> Learner:
-    """Build data and learner from `cfg`, train, and return the learner."""
+    """Build data and learner from `cfg`, train, and return the learner. Under torchrun this joins the
+    process group first and trains with DistributedDataParallel."""
+    setup_from_env()
     seed_everything(cfg.seed)
     data = build_data(cfg)
-    if not _console.quiet():
+    say = not _console.quiet() and is_main_process()
+    if say:
         _console.out.print(data.summary())
     learn = build_learner(cfg, data)
-    if not _console.quiet():
+    if cfg.bs == "auto":
+        find_batch_size(learn)
+    if say:
         where = learn.model.backbone.weights_source
-        _console.out.print(f"model: {cfg.arch} ({where} weights) on {learn.device}")
+        ranks = f" x {world_size()} processes (global batch size {data.bs * world_size()})" if world_size() > 1 else ""
+        amp = f", mixed precision {learn.mixed_precision}" if learn.mixed_precision else ""
+        _console.out.print(f"model: {cfg.arch} ({where} weights) on {learn.device}{ranks}{amp}")
     train_phases(learn, cfg, cbs)
     return learn

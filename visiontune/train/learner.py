@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from .. import _console
-from ..distributed import default_device, is_main_process
-from ..errors import ConfigError
+from ..distributed import all_reduce_sum, default_device, gather_cat, is_distributed, is_main_process
+from ..errors import ConfigError, VisiontuneError
 from . import schedules as S
 from .callbacks import Callback, CancelBatchException, CancelEpochException, CancelFitException
 from .metrics import Metric, get_metrics
@@ -21,6 +21,10 @@ from .progress import ProgressCallback
 from .recorder import Recorder
 
 _BN = (nn.modules.batchnorm._BatchNorm,)
+
+
+class _OOMRetry(Exception):
+    """Internal: the fit ran out of memory early and the batch size was halved; run it again."""
 
 
 class ParamScheduler(Callback):
@@ -67,6 +71,8 @@ class Learner:
         freeze_bn_stats: bool = True,
         mixed_precision: str | bool | None = None,
         channels_last: bool | None = None,
+        sync_bn: bool = False,
+        compile: bool = False,
         thresh: float = 0.5,
         quiet: bool = False,
     ):
@@ -90,9 +96,20 @@ class Learner:
         if channels_last is None:
             channels_last = self.device.type in ("cpu", "cuda") and any(isinstance(m, nn.Conv2d) for m in model.modules())
         self.channels_last = channels_last
+        if sync_bn and is_distributed():
+            from timm.layers import convert_sync_batchnorm
+
+            convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.compile = compile
+        self._ddp: nn.Module | None = None
+        self._compiled: dict = {}
+        self.retrying = False
+        self._fit_steps = 0
         self._precompute = False
         self._loaders: dict = {}
         self.epoch = self.n_epoch = self.iter = self.n_iter = self.train_iter = 0
@@ -246,8 +263,30 @@ class Learner:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Model output for a batch: the head alone on features when precompute is on."""
-        return self.model.head(x) if self._precompute else self.model(x)
+        """Model output for a batch: the head alone on features when precompute is on; through the DDP
+        wrapper while training under torchrun, and the compiled module with `compile=True`."""
+        if self.training and self._ddp is not None:
+            return self._ddp(x)
+        module = self.model.head if self._precompute else self.model
+        if self.compile:
+            if module not in self._compiled:
+                self._compiled[module] = torch.compile(module)
+            module = self._compiled[module]
+        return module(x)
+
+    def _wrap_ddp(self) -> None:
+        """Under torchrun, wrap what trains (the model, or the head on precomputed features) in
+        DistributedDataParallel; rebuilt per fit because freezing changes which parameters train."""
+        self._ddp = None
+        if not is_distributed():
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        module = self.model.head if self._precompute else self.model
+        if not any(p.requires_grad for p in module.parameters()):
+            return
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self._ddp = DDP(module, device_ids=ids)
 
     def activation(self, out: torch.Tensor) -> torch.Tensor:
         """Logits -> probabilities: sigmoid for multi-label, softmax otherwise."""
@@ -280,6 +319,8 @@ class Learner:
                 self._event("after_step")
                 self.opt.zero_grad(set_to_none=True)
             self.loss_value = self.loss.detach().float().item()
+            if self.training:
+                self._fit_steps += 1
         except CancelBatchException:
             self._event("after_cancel_batch")
         finally:
@@ -329,16 +370,20 @@ class Learner:
         self._event("after_validate")
 
     def _reduce_mean(self, total: float, n: int) -> float:
+        """Mean over all ranks of a per-rank (sum, count): the epoch table is the global one under DDP."""
+        total, n = all_reduce_sum([total, n], self.device)
         return total / n if n else float("nan")
 
     def _gather(self, t: torch.Tensor) -> torch.Tensor:
-        return t
+        return gather_cat(t)
 
     def create_opt(self) -> None:
         self.opt = build_optimizer(self.layer_groups, self.opt_name, lr=self.lr, wd=self.wd)
 
     def _fit(self, n_epoch: int, lrs: Lrs | None, schedule: S.Schedule, wd: float | None = None,
              cbs: Iterable[Callback] = (), start_epoch: int = 0) -> None:
+        from . import oom
+
         if self.opt is None:
             self.create_opt()
         base = lr_per_group(self.lr if lrs is None else lrs, self.n_groups)
@@ -347,8 +392,24 @@ class Learner:
                 if pg["weight_decay"]:
                     pg["weight_decay"] = wd
         self.n_epoch, self.schedule, self.base_lrs = n_epoch, schedule, base
+        saved = oom.snapshot(self)
+        while True:
+            try:
+                self._run_fit(n_epoch, schedule, base, cbs, start_epoch)
+                self.retrying = False
+                return
+            except _OOMRetry:
+                oom.restore(self, saved)
+                self.retrying = True
+
+    def _run_fit(self, n_epoch: int, schedule: S.Schedule, base: list[float], cbs: Iterable[Callback],
+                 start_epoch: int) -> None:
+        from . import oom
+
+        self._fit_steps = 0
         with self.added_cbs([ParamScheduler(schedule, base), *cbs]):
             try:
+                self._wrap_ddp()
                 self._event("before_fit")
                 for self.epoch in range(start_epoch, n_epoch):
                     self.valid_loss, self.last_metrics = float("nan"), {}
@@ -361,9 +422,20 @@ class Learner:
                     self._event("after_epoch")
             except CancelFitException:
                 self._event("after_cancel_fit")
-            except BaseException:
+            except BaseException as e:
+                if (oom.is_oom(e) and self._fit_steps < oom.OOM_STEPS and not is_distributed()
+                        and oom.shrink_batch(self, "training")):
+                    self._event("after_cancel_fit")
+                    raise _OOMRetry() from e
                 self._event("after_fail")
+                if oom.is_oom(e):
+                    raise VisiontuneError(
+                        f"Out of memory on {self.device} at epoch {self.epoch} batch {self.iter} with batch size "
+                        f"{self.data.bs}. Pass a smaller batch size (--bs / bs=) or --bs auto."
+                    ) from e
                 raise
+            finally:
+                self._ddp = None
             self._event("after_fit")
             self.resuming = False
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import _console
+from ..distributed import broadcast_object, is_distributed
 from .optim import set_hyper
 
 if TYPE_CHECKING:
@@ -86,7 +87,24 @@ def suggest(lrs: list[float], losses: list[float], skip_start: int = 5, skip_end
 
 def lr_find(learn: "Learner", start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
             stop_div: bool = True, beta: float = 0.98) -> LRFindResult:
-    """Run the range test on `learn`'s training data (cycling it when shorter than `num_it`)."""
+    """Run the range test on `learn`'s training data (cycling it when shorter than `num_it`).
+
+    An out-of-memory error in the first steps halves the batch size and starts again. Under torchrun
+    gradients are averaged across ranks and rank 0's curve is the result everywhere."""
+    from . import oom
+
+    while True:
+        try:
+            res = _lr_find(learn, start_lr, end_lr, num_it, stop_div, beta)
+            break
+        except BaseException as e:  # noqa: BLE001
+            if not (oom.is_oom(e) and not is_distributed() and oom.shrink_batch(learn, "lr_find")):
+                raise
+    return broadcast_object(res)
+
+
+def _lr_find(learn: "Learner", start_lr: float, end_lr: float, num_it: int, stop_div: bool,
+             beta: float) -> LRFindResult:
     if learn.opt is None:
         learn.create_opt()
     model_state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
@@ -98,6 +116,7 @@ def lr_find(learn: "Learner", start_lr: float = 1e-7, end_lr: float = 10.0, num_
     it = 0
     learn.training = True
     learn._set_train_mode()
+    learn._wrap_ddp()
     dl = learn.train_dl
     mult = (end_lr / start_lr) ** (1 / max(num_it - 1, 1))
     progress = None
@@ -147,5 +166,6 @@ def lr_find(learn: "Learner", start_lr: float = 1e-7, end_lr: float = 10.0, num_
         torch.set_rng_state(rng_state)
         learn.model.train(was_training)
         learn.training = False
+        learn._ddp = None
     valley, steep, minimum = suggest(lrs, losses)
     return LRFindResult(lrs, losses, valley, steep, minimum)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__, _console
 from ..data.loader import DeviceLoader, EpochSampler
+from ..distributed import barrier, broadcast_object, gather_cat, is_distributed, is_main_process, make_sampler
 from ..data.transforms import valid_transform
 
 if TYPE_CHECKING:
@@ -107,15 +108,26 @@ class ActivationCache:
         os.replace(tmp, meta_p)
 
     def get(self, learn: "Learner", ds: str) -> tuple[np.ndarray, np.ndarray]:
-        """Features and kept positions for `ds`, from disk when the key matches, else computed now."""
+        """Features and kept positions for `ds`, from disk when the key matches, else computed now.
+
+        Under torchrun, rank 0 decides whether the cache is valid; on a miss every rank computes its
+        shard, the shards are gathered, and rank 0 alone writes the files."""
         key, desc = cache_key(learn, ds)
-        hit = self.read(key, desc)
-        if hit is not None:
-            return hit
+        if broadcast_object(self.read(key, desc) is not None):
+            hit = self.read(key, desc)
+            if hit is not None:
+                return hit
         feats, idx = compute_features(learn, ds)
-        self.n_computed += len(learn.data.dataset(ds))
-        self.write(key, desc, feats, idx)
-        return self.read(key, desc) or (feats, idx)
+        if is_distributed():
+            feats = gather_cat(torch.from_numpy(feats)).numpy()
+            idx = gather_cat(torch.from_numpy(idx)).numpy()
+            order = np.argsort(idx, kind="stable")
+            feats, idx = feats[order], idx[order]
+        self.n_computed += len(idx)
+        if is_main_process():
+            self.write(key, desc, feats, idx)
+        barrier()
+        return feats, idx
 
 
 def compute_features(learn: "Learner", ds: str) -> tuple[np.ndarray, np.ndarray]:
@@ -195,6 +207,7 @@ def feature_loader(learn: "Learner", ds: str, shuffle: bool, bs: int | None = No
     dset = FeatureDataset(feats, idx, data.dataset(ds).targets)
     bs = bs or data.bs
     drop_last = shuffle and len(dset) > bs
-    dl = DataLoader(dset, batch_size=bs, sampler=EpochSampler(len(dset), shuffle, data.seed),
+    sampler = make_sampler(len(dset), shuffle, data.seed, drop_last, dset) or EpochSampler(len(dset), shuffle, data.seed)
+    dl = DataLoader(dset, batch_size=bs, sampler=sampler,
                     drop_last=drop_last, collate_fn=_whole_batch, num_workers=0)
     return DeviceLoader(dl, learn.device, None, None)

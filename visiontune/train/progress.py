@@ -36,6 +36,7 @@ class ProgressCallback(Callback):
         return not self.learn.quiet and self.learn.is_main_process
 
     def before_fit(self) -> None:
+        self.after_fit()
         if not self._enabled():
             return
         names = ["epoch", "train_loss", "valid_loss", *[m.name for m in self.learn.metrics], "time"]
@@ -91,3 +92,5 @@ class ProgressCallback(Callback):
             self._progress.stop()
             self._progress = None
             self._task = None
+
+    after_fail = after_cancel_fit = after_fit

@@ -27,7 +27,8 @@ class Recorder(Callback):
 
     # --------------------------------------------------------------- events
     def before_fit(self) -> None:
-        self.phase += 1
+        if not self.learn.retrying:
+            self.phase += 1
         if getattr(self.learn, "resuming", False) and self.rows:
             self.phase = self.rows[-1]["phase"]
         self.lrs, self.moms, self.losses = [], [], []
@@ -55,7 +56,7 @@ class Recorder(Callback):
             "phase": self.phase,
             "epoch": self.learn.epoch,
             "lr": self.learn.hypers("lr")[-1],
-            "train_loss": self._sum / max(self._n, 1) if self._n else float("nan"),
+            "train_loss": self.learn._reduce_mean(self._sum, self._n),
             "valid_loss": self.learn.valid_loss,
             **self.learn.last_metrics,
             "time": time.perf_counter() - self._t0,

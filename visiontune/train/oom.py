@@ -1,0 +1,104 @@
+"""Out-of-memory recovery: a CUDA OOM in the first steps of a fit, lr_find or prediction halves the batch
+size, frees memory and retries; `find_batch_size` picks the largest batch size that fits before training."""
+
+from __future__ import annotations
+
+import copy
+import gc
+from typing import TYPE_CHECKING
+
+import torch
+
+from .. import _console
+
+if TYPE_CHECKING:
+    from .learner import Learner
+
+OOM_STEPS = 10  # an OOM within this many training steps of a fit is recovered; later ones are raised
+MIN_BS = 2
+
+
+def is_oom(e: BaseException) -> bool:
+    """True for a device out-of-memory error (CUDA, MPS, or the generic torch.OutOfMemoryError)."""
+    if isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def snapshot(learn: "Learner") -> dict:
+    """Model and optimizer state to go back to if the first steps run out of memory."""
+    return {
+        "model": {k: v.detach().clone() for k, v in learn.model.state_dict().items()},
+        "opt": copy.deepcopy(learn.opt.state_dict()) if learn.opt is not None else None,
+    }
+
+
+def restore(learn: "Learner", state: dict) -> None:
+    learn.model.load_state_dict(state["model"])
+    if state["opt"] is not None and learn.opt is not None:
+        learn.opt.load_state_dict(state["opt"])
+
+
+def shrink_batch(learn: "Learner", where: str) -> bool:
+    """Halve the data's batch size after an OOM in `where`; False when already at the floor."""
+    old = learn.data.bs
+    new = old // 2
+    if new < MIN_BS:
+        return False
+    learn.data.bs = new
+    learn._loaders.clear()
+    free_memory(learn.device)
+    _console.notice(f"out of memory during {where} with batch size {old}: retrying with batch size {new}.")
+    return True
+
+
+def find_batch_size(learn: "Learner", start: int = 1024) -> int:
+    """Largest power-of-two batch size (<= start, <= train size) for which a training step fits in memory.
+
+    Only meaningful on a GPU; on the CPU the data's batch size is kept. The model and optimizer are
+    restored afterwards."""
+    if learn.device.type != "cuda":
+        _console.notice(f"--bs auto needs a GPU; keeping batch size {learn.data.bs} on {learn.device}.")
+        return learn.data.bs
+    if learn.opt is None:
+        learn.create_opt()
+    saved = snapshot(learn)
+    n = len(learn.data.train_ds)
+    bs = 1
+    while bs * 2 <= min(start, n):
+        bs *= 2
+    x1, y1 = next(iter(learn.dl("train")))
+    try:
+        while bs >= MIN_BS:
+            reps = -(-bs // len(x1))
+            x = x1.repeat(reps, *[1] * (x1.ndim - 1))[:bs]
+            y = y1.repeat(reps, *[1] * (y1.ndim - 1))[:bs]
+            try:
+                learn._set_train_mode()
+                with learn._autocast():
+                    loss = learn.loss_func(learn.forward(x).float(), y)
+                loss.backward()
+                learn.opt.zero_grad(set_to_none=True)
+                break
+            except BaseException as e:  # noqa: BLE001
+                if not is_oom(e):
+                    raise
+                del e
+                learn.opt.zero_grad(set_to_none=True)
+                free_memory(learn.device)
+                bs //= 2
+    finally:
+        restore(learn, saved)
+        free_memory(learn.device)
+    learn.data.bs = max(bs, MIN_BS)
+    learn._loaders.clear()
+    _console.notice(f"batch size auto: {learn.data.bs} (largest power of two that fits one training step)")
+    return learn.data.bs
