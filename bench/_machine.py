@@ -65,3 +65,21 @@ def peak_rss_mb() -> dict:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
+
+
+def wait_for_quiet(max_wait_s: float, busy_below: float = 0.1, sample_s: float = 3.0) -> float:
+    """Block until the machine's CPU is under `busy_below` (fraction of all cores) for one sample.
+
+    Returns the seconds waited (gives up after max_wait_s and returns anyway). Figures taken while
+    another process computes are meaningless here: with 2 cores, two PyTorch processes oversubscribe
+    the OpenMP threads and a batch can take 10-30x longer.
+    """
+    start = time.perf_counter()
+    ncpu, tick = os.cpu_count() or 1, os.sysconf("SC_CLK_TCK")
+    while True:
+        b0, t0 = _busy_jiffies(), time.perf_counter()
+        time.sleep(sample_s)
+        busy = (_busy_jiffies() - b0) / tick / ((time.perf_counter() - t0) * ncpu)
+        waited = time.perf_counter() - start
+        if busy < busy_below or waited >= max_wait_s:
+            return round(waited, 1)

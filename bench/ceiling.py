@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -36,6 +35,9 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import CpuWatch, machine_info, peak_rss_mb, wait_for_quiet  # noqa: E402
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MEAN = STD = 0.5  # the embedded Lite0 weights' normalization, same for all three channels
@@ -123,45 +125,60 @@ def to_format(x: torch.Tensor, fmt: str) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if fmt == "channels_last" else x.contiguous()
 
 
+def measured(fn, a) -> tuple[float, float | None, object]:
+    """Run fn() once, after waiting for an idle CPU if --wait-quiet; return (seconds, foreign_cpu, result)."""
+    if a.wait_quiet:
+        wait_for_quiet(a.wait_quiet)
+    with CpuWatch() as w:
+        t = time.perf_counter()
+        res = fn()
+        secs = time.perf_counter() - t
+    return secs, w.foreign_cpu, res
+
+
+def fresh_model(n_classes: int, fmt: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    fmt = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+    return make_model(n_classes).to(memory_format=fmt)
+
+
 def bench_format(fmt, variants, data, n_classes, a) -> dict:
     xt, yt, xv, yv = data
     xt, xv = to_format(xt, fmt), to_format(xv, fmt)
     n_train = (len(xt) // a.bs) * a.bs
     out: dict = {}
 
-    torch.manual_seed(0)
-    model = make_model(n_classes).to(memory_format=torch.channels_last if fmt == "channels_last" else torch.contiguous_format)
+    model = fresh_model(n_classes, fmt)
     infer(model, xv[: a.bs], yv[: a.bs], a.bs)  # warm-up (allocator, kernels)
-    secs = [infer(model, xv, yv, a.infer_bs)[0] for _ in range(a.repeats)]
-    out["infer_s"] = statistics.median(secs)
+    runs = [measured(lambda: infer(model, xv, yv, a.infer_bs), a) for _ in range(a.repeats)]
+    out["infer_s"] = statistics.median(r[0] for r in runs)
     out["infer_img_s"] = len(xv) / out["infer_s"]
-    log(f"[{fmt}] inference: {out['infer_img_s']:.0f} img/s (runs {[round(s, 2) for s in secs]})")
+    out["infer_runs_s"] = [round(r[0], 3) for r in runs]
+    out["infer_foreign_cpu"] = [r[1] for r in runs]
+    log(f"[{fmt}] inference: {out['infer_img_s']:.0f} img/s, runs {out['infer_runs_s']}, "
+        f"foreign cpu {out['infer_foreign_cpu']}")
 
     for variant in variants:
-        torch.manual_seed(0)
-        model = make_model(n_classes).to(
-            memory_format=torch.channels_last if fmt == "channels_last" else torch.contiguous_format
-        )
+        model = fresh_model(n_classes, fmt)
         opt = torch.optim.AdamW(set_variant(model, variant), lr=a.lr)
         gen = torch.Generator().manual_seed(0)
         # warm-up on a few batches so the first timed epoch doesn't pay one-off costs
         train_epoch(model, opt, xt[: 3 * a.bs], yt[: 3 * a.bs], a.bs, gen)
-        train_s, valid_s, acc = [], [], 0.0
-        for _ in range(a.repeats):
-            train_s.append(train_epoch(model, opt, xt, yt, a.bs, gen))
-            s, acc = infer(model, xv, yv, a.bs)
-            valid_s.append(s)
-        med = statistics.median(train_s)
+        train = [measured(lambda: train_epoch(model, opt, xt, yt, a.bs, gen), a) for _ in range(a.repeats)]
+        valid_s, acc = infer(model, xv, yv, a.bs)
+        med = statistics.median(r[0] for r in train)
         out[variant] = {
             "train_epoch_s": med,
             "train_img_s": n_train / med,
-            "valid_s": statistics.median(valid_s),
-            "epoch_with_valid_s": med + statistics.median(valid_s),
-            "train_runs_s": [round(s, 3) for s in train_s],
+            "valid_s": valid_s,
+            "epoch_with_valid_s": med + valid_s,
+            "train_runs_s": [round(r[0], 3) for r in train],
+            "train_foreign_cpu": [r[1] for r in train],
             "valid_acc_after": acc,  # sanity only: constant lr, no schedule, no augmentation
         }
         log(f"[{fmt}] {variant}: epoch {med:.2f} s = {n_train / med:.0f} img/s, "
-            f"runs {out[variant]['train_runs_s']}, valid acc after {a.repeats} epochs {acc:.3f}")
+            f"runs {out[variant]['train_runs_s']}, foreign cpu {out[variant]['train_foreign_cpu']}, "
+            f"valid {valid_s:.2f} s, acc after {a.repeats} epochs {acc:.3f}")
     return out
 
 
@@ -176,7 +193,11 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--formats", default="contiguous,channels_last")
     p.add_argument("--variants", default="frozen,frozen_bn,unfrozen")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECS",
+                   help="before each timed run, wait up to SECS for other processes to leave the CPU idle")
     a = p.parse_args()
+    watch = CpuWatch().__enter__()
+    machine = machine_info()
 
     torch.set_num_threads(a.threads)
     classes = sorted(d.name for d in (a.data / "train").iterdir() if d.is_dir())
@@ -192,7 +213,7 @@ def main() -> None:
         "size": a.size, "bs": a.bs, "infer_bs": a.infer_bs, "threads": torch.get_num_threads(),
         "repeats": a.repeats, "lr": a.lr, "optimizer": "AdamW",
         "n_train": len(xt), "n_train_per_epoch": (len(xt) // a.bs) * a.bs, "n_valid": len(xv),
-        "prep_s": prep_s,
+        "prep_s": prep_s, **machine,
     }
     variants = a.variants.split(",")
     for fmt in a.formats.split(","):
@@ -205,7 +226,9 @@ def main() -> None:
         f = min(fmts, key=lambda f: result[f][v]["train_epoch_s"])
         best[v] = {"format": f, **{k: result[f][v][k] for k in ("train_epoch_s", "train_img_s", "epoch_with_valid_s")}}
     result["best"] = best
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.update(peak_rss_mb())
+    watch.__exit__(None, None, None)
+    result["foreign_cpu"] = watch.foreign_cpu  # whole run, waits included; per-run lists are above
     print(json.dumps(result))
 
 

