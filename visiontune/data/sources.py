@@ -69,11 +69,22 @@ def _visible_dirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def read_class_folders(path: Path) -> tuple[list[Path], list[int], list[str], int]:
-    """Images under `path/<class>/` -> (files, label indices, class names, ignored count).
+@dataclass
+class ClassFolders:
+    """Images found in `path/<class>/`: files, label indices into `classes`, and what was passed over."""
 
-    Rejects, with a message naming the folder: no class folders, an empty class, a single class,
-    and nested layouts (images only in sub-sub-folders).
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+    ignored: int = 0  # non-image files
+    nested: int = 0  # images in sub-folders of class folders (not read)
+
+
+def read_class_folders(path: Path, min_classes: int = 2) -> ClassFolders:
+    """Images under `path/<class>/` (one level) -> ClassFolders.
+
+    Rejects, with a message naming the folder: no class folders, an empty class, fewer than
+    `min_classes` classes (a valid folder may hold one), and nested layouts (images only in sub-sub-folders).
     """
     dirs = _visible_dirs(path)
     if not dirs:
@@ -83,10 +94,7 @@ def read_class_folders(path: Path) -> tuple[list[Path], list[int], list[str], in
             f"{path} has no class folders.{extra} Expected {path}/<class>/*.jpg "
             f"(for example {path}/cats/1.jpg and {path}/dogs/2.jpg)."
         )
-    files: list[Path] = []
-    labels: list[int] = []
-    classes: list[str] = []
-    ignored = 0
+    out = ClassFolders([], [], [])
     for d in dirs:
         direct = scan_images(d, recursive=False)
         if not direct.files:
@@ -102,17 +110,17 @@ def read_class_folders(path: Path) -> tuple[list[Path], list[int], list[str], in
                 f"Class folder {d} has no images ({direct.ignored} other files). "
                 f"Add images (.jpg, .png, .webp, ...) or remove the folder."
             )
-        deeper = scan_images(d).files
-        ignored += direct.ignored + (len(deeper) - len(direct.files))
-        classes.append(d.name)
-        files += direct.files
-        labels += [len(classes) - 1] * len(direct.files)
-    if len(classes) < 2:
+        out.nested += len(scan_images(d).files) - len(direct.files)
+        out.ignored += direct.ignored
+        out.classes.append(d.name)
+        out.files += direct.files
+        out.labels += [len(out.classes) - 1] * len(direct.files)
+    if len(out.classes) < min_classes:
         raise DataError(
-            f"{path} has a single class folder ({classes[0]}); a classifier needs at least two. "
+            f"{path} has a single class folder ({out.classes[0]}); a classifier needs at least two. "
             f"Add a folder per class under {path}."
         )
-    return files, labels, classes, ignored
+    return out
 
 
 def stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
