@@ -10,6 +10,7 @@ import sys
 
 from .app import app
 from . import train as _train  # noqa: F401  (registers train, lr-find, demo)
+from . import data as _data  # noqa: F401  (registers split-valid, sample)
 
 
 def main(argv: list[str] | None = None) -> None:
