@@ -9,13 +9,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from ..errors import ConfigError, DataError
 from .cache import CachedPixels, ImageCache, resolve_cache
 from .dataset import BadFiles, FilePixels, ImageDataset, OffsetPixels
 from .labels import DEFAULT_PAT, Labelled, check_classes, folder_labels, name_re_labels, read_csv, split, table_labels
-from .loader import EpochSampler, collate_skip_none
+from .loader import EpochSampler, ImageLoader, collate_skip_none
 from .sources import scan_images
 from .transforms import AugmentConfig, presize, train_transform, valid_transform
 
@@ -297,7 +296,7 @@ class ImageData:
         augment: bool = True,
         device: torch.device | str = "cpu",
         sampler=None,
-    ) -> DataLoader:
+    ) -> ImageLoader:
         """A DataLoader of uint8 batches. Train shuffles (seeded per epoch) and drops the last partial
         batch; `augment=False` gives train images the valid transform (precompute, TTA baselines).
 
@@ -316,7 +315,7 @@ class ImageData:
         workers = self.default_workers(device)
         if workers > 0:
             dset.aug_state.share_memory_()
-        return DataLoader(
+        return ImageLoader(
             dset,
             batch_size=bs,
             sampler=sampler if sampler is not None else EpochSampler(len(dset), shuffle, self.seed, dataset=dset),

@@ -69,6 +69,7 @@ def open_image(path: str | os.PathLike, min_size: int | None = None) -> Image.Im
     path = Path(path)
     try:
         with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # e.g. "Corrupt EXIF data"
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if min_size and im.format == "JPEG":

@@ -64,6 +64,15 @@ def record_bad(dataset, batch) -> None:
             bad.add(item.path, item.reason)
 
 
+class ImageLoader(DataLoader):
+    """A DataLoader that reports, in the main process, the files its workers could not decode."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            record_bad(self.dataset, batch)
+            yield batch
+
+
 class Normalize:
     """uint8 image batch -> float batch on `device`: x/255, minus mean, over std (one fused op), optionally
     channels_last. Float batches (cached features) are only moved."""
@@ -115,7 +124,6 @@ class DeviceLoader:
         which items were left out as undecodable."""
         non_blocking = self.device.type == "cuda"
         for batch in self.dl:
-            record_bad(self.dl.dataset, batch)
             if not batch:
                 continue
             x, y, idx = batch
