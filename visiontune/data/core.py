@@ -324,6 +324,7 @@ class ImageData:
             collate_fn=collate_skip_none,
             pin_memory=torch.device(device).type == "cuda",
             persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds, without touching torch's global RNG
         )
 
     # ------------------------------------------------------------------ reporting
