@@ -33,6 +33,8 @@ def allocate(counts: dict[Hashable, int], k: int, keep: int = 0, min_each: int =
     total = sum(counts.values()) or 1
     exact = {g: k * c / total for g, c in counts.items()}
     floor = {g: min(min_each, caps[g]) for g in counts}
+    if sum(floor.values()) > k:  # too few picks to give every group its minimum
+        floor = dict.fromkeys(counts, 0)
     alloc = {g: min(caps[g], max(floor[g], int(exact[g]))) for g in counts}
     while sum(alloc.values()) < k:
         g = max((g for g in counts if alloc[g] < caps[g]), key=lambda g: exact[g] - alloc[g])
