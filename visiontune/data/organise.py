@@ -268,7 +268,8 @@ def sample(path: str | os.PathLike, out: str | os.PathLike, train: int = 1500, v
         chosen = {f for v in tr_pick.values() for f in v}
         va_groups = {g: [f for f in v if f not in chosen] for g, v in tr_groups.items()}
         va_base = train_dir
-        notes.append(f"{valid_dir} does not exist: the valid sample comes from other images of {train_dir}.")
+        if valid:
+            notes.append(f"{valid_dir} does not exist: the valid sample comes from other images of {train_dir}.")
     va_pick = _pick(va_groups, allocate({g: len(v) for g, v in va_groups.items()}, valid, min_each=1), rng)
     n_tr, n_va = sum(map(len, tr_pick.values())), sum(map(len, va_pick.values()))
     for asked, got, what in ((train, n_tr, "train"), (valid, n_va, "valid")):
