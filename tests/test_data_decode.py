@@ -140,6 +140,7 @@ def test_messy_folder_loads_with_bad_files_skipped_and_counted(tmp_path):
     (red / "notes.txt").write_text("not an image")
 
     data = ImageData.from_folder(root, size=32, bs=4)
+    assert "sub-folders" not in data.summary()  # the loop back to train/ is not counted as nested images
     names = {f.name for f in data.train_ds.files}
     assert {"UPPER.JPG", "Photo.JPEG", "chat noir été 猫.png", "grey.png", "linked.png"} <= names
     assert not {".hidden.png", "._resource_fork.jpg", "x.png", "a.jpg", "b.jpg"} & names

@@ -1,7 +1,8 @@
 """Finding images on disk and reading labels from folder names.
 
-Walks follow symlinks once (a loop does not hang), skip hidden files and folders, and count the
-non-image files they pass over so the summary can say so.
+Walks follow symlinks once and never into a folder that contains the walk's start (a loop does not
+hang or count images twice), skip hidden files and folders, and count the non-image files they pass over
+so the summary can say so.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def scan_images(root: Path, recursive: bool = True) -> Scan:
     """All image files under `root` in a stable (sorted) order."""
     out = Scan()
     seen: set[tuple[int, int]] = set()
+    real_root = os.path.realpath(root)
     stack = [root]
     while stack:
         d = stack.pop()
@@ -50,7 +52,7 @@ def scan_images(root: Path, recursive: bool = True) -> Scan:
             except OSError:
                 continue
             if is_dir:
-                if recursive:
+                if recursive and not (e.is_symlink() and _is_ancestor(os.path.realpath(e.path), real_root)):
                     stack.append(Path(e.path))
             elif is_image_file(e.name):
                 try:
@@ -63,6 +65,11 @@ def scan_images(root: Path, recursive: bool = True) -> Scan:
                 out.ignored += 1
     out.files.sort()
     return out
+
+
+def _is_ancestor(a: str, b: str) -> bool:
+    """True when folder `a` contains (or is) folder `b`: a symlink to it would be a loop."""
+    return b == a or b.startswith(a.rstrip(os.sep) + os.sep)
 
 
 def _visible_dirs(path: Path) -> list[Path]:
