@@ -43,7 +43,7 @@ def test_predict_accepts_path_pil_numpy_tensor(learn):
     assert label == learn.data.classes[idx] and probs.shape == (2,)
     img = Image.open(f)
     arr = np.asarray(img.convert("RGB"))
-    for item in (img, arr, torch.from_numpy(arr).permute(2, 0, 1)):
+    for item in (img, arr, torch.from_numpy(arr.copy()).permute(2, 0, 1)):
         l2, i2, p2 = learn.predict(item)
         assert i2 == idx and torch.allclose(p2, probs, atol=1e-5)
     p_batch, _ = learn.get_preds()

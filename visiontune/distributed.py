@@ -134,14 +134,34 @@ class ShardSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
+class _DatasetEpochs:
+    """Forwards set_epoch and a new augmentation pass per iteration to datasets that have them (ImageDataset)."""
+
+    dataset = None
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __iter__(self):
+        if hasattr(self.dataset, "next_pass"):
+            self.dataset.next_pass()
+        return super().__iter__()
+
+
 def make_sampler(n: int, shuffle: bool, seed: int, drop_last: bool, dataset=None):
     """A DistributedSampler for training (shuffled per epoch with the seed), a ShardSampler otherwise;
     None when not distributed."""
     if not is_distributed():
         return None
-    if shuffle:
-        from torch.utils.data.distributed import DistributedSampler
+    from torch.utils.data.distributed import DistributedSampler
 
-        return DistributedSampler(dataset if dataset is not None else range(n), num_replicas=world_size(), rank=rank(),
-                                  shuffle=True, seed=seed, drop_last=drop_last)
-    return ShardSampler(n, rank(), world_size())
+    if shuffle:
+        cls = type("EpochDistributedSampler", (_DatasetEpochs, DistributedSampler), {})
+        sampler = cls(dataset if dataset is not None else range(n), num_replicas=world_size(), rank=rank(),
+                      shuffle=True, seed=seed, drop_last=drop_last)
+    else:
+        sampler = type("EpochShardSampler", (_DatasetEpochs, ShardSampler), {})(n, rank(), world_size())
+    sampler.dataset = dataset
+    return sampler

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from .app import app
 from . import train as _train  # noqa: F401  (registers train, lr-find, demo)
+from . import data as _data  # noqa: F401  (registers split-valid, sample)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     from .. import _console
     from ..errors import VisiontuneError
 
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"visiontune: {message}\n"  # one line, no source
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("VISIONTUNE_DEBUG") == "1"
     try:

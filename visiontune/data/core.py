@@ -3,123 +3,60 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
-import threading
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from ..distributed import make_sampler
 from ..errors import ConfigError, DataError
-from .decode import ImageDecodeError, open_image
-from .loader import EpochSampler, collate_skip_none
-from .sources import read_class_folders, scan_images, stratified_split
-from .transforms import AugmentConfig, pil_to_uint8, presize, train_transform, valid_transform
+from .cache import CachedPixels, ImageCache, resolve_cache
+from .dataset import BadFiles, FilePixels, ImageDataset, OffsetPixels
+from .labels import DEFAULT_PAT, Labelled, check_classes, folder_labels, name_re_labels, read_csv, split, table_labels
+from .loader import EpochSampler, ImageLoader, collate_skip_none
+from .sources import scan_images
+from .transforms import AugmentConfig, presize, train_transform, valid_transform
 
-log = logging.getLogger("visiontune")
-
-
-class BadFiles:
-    """Files that failed to decode: each is warned about once and counted for the summary."""
-
-    def __init__(self) -> None:
-        self.paths: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def add(self, path: Path, reason: str) -> None:
-        with self._lock:
-            if str(path) in self.paths:
-                return
-            self.paths[str(path)] = reason
-        warnings.warn(f"Skipping {reason}", stacklevel=3)
-
-    def __len__(self) -> int:
-        return len(self.paths)
+Split = tuple[list[Path], np.ndarray]
 
 
-class FilePixels:
-    """Decodes file i into a uint8 (3, H, W) tensor whose short side is `short_side`."""
-
-    def __init__(self, files: Sequence[Path], short_side: int):
-        self.files, self.short_side = list(files), short_side
-
-    def __call__(self, i: int) -> torch.Tensor:
-        return pil_to_uint8(open_image(self.files[i], min_size=self.short_side), self.short_side)
-
-
-class OffsetPixels:
-    """Item i of a dataset is item `offset + i` of a pixel source shared by train, valid and test."""
-
-    def __init__(self, source: Callable[[int], torch.Tensor], offset: int):
-        self.source, self.offset = source, offset
-
-    def __call__(self, i: int) -> torch.Tensor:
-        return self.source(self.offset + i)
+def _root(path: str | os.PathLike, expected: str) -> Path:
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"{root} does not exist. Pass the folder that holds {expected}.")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder. Pass the folder that holds {expected}.")
+    return root
 
 
-class ImageDataset(Dataset):
-    """Images (files) with targets (int class indices, multi-hot rows, or None for unlabelled sets).
-
-    `item i` -> (uint8 image tensor after `transform`, target, i); None when the file cannot be
-    decoded (the loader's collate leaves it out and the file is reported once).
-    """
-
-    def __init__(
-        self,
-        files: Sequence[Path],
-        targets: np.ndarray | None,
-        classes: Sequence[str],
-        transform: Callable[[torch.Tensor], torch.Tensor],
-        pixels: Callable[[int], torch.Tensor],
-        bad: BadFiles,
-    ):
-        self.files = list(files)
-        self.targets = targets
-        self.classes = list(classes)
-        self.transform, self.pixels, self.bad = transform, pixels, bad
-
-    @property
-    def is_labelled(self) -> bool:
-        return self.targets is not None
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> "ImageDataset":
-        """The same items under another transform (e.g. train images without augmentation)."""
-        return ImageDataset(self.files, self.targets, self.classes, transform, self.pixels, self.bad)
-
-    def target(self, i: int):
-        if self.targets is None:
-            return -1
-        t = self.targets[i]
-        return torch.as_tensor(t, dtype=torch.float32) if self.targets.ndim == 2 else int(t)
-
-    def __getitem__(self, i: int):
-        try:
-            x = self.pixels(i)
-        except ImageDecodeError as e:
-            self.bad.add(self.files[i], str(e))
-            return None
-        return self.transform(x), self.target(i), i
+def _test_files(root: Path, test: str | os.PathLike | None) -> tuple[list[Path] | None, int]:
+    """Images of the unlabelled `root/test` folder in file (sorted path) order, and ignored files."""
+    if test is None:
+        return None, 0
+    test_dir = root / test
+    if not test_dir.is_dir():
+        raise DataError(f"Test folder {test_dir} does not exist.")
+    scan = scan_images(test_dir)
+    if not scan.files:
+        raise DataError(f"Test folder {test_dir} has no images.")
+    return scan.files, scan.ignored
 
 
 class ImageData:
     """Train/valid/test image sets with their classes, image size, batch size and augmentation.
 
     Build it with a `from_*` constructor, e.g. ``ImageData.from_folder("data/dogscats", size=224)``.
+    `cache` ('auto' | 'on' | 'off' | a folder) keeps decoded, pre-sized pixels on disk so epochs after
+    the first skip decoding; 'auto' caches under the visiontune cache unless the disk is short of space.
     """
 
     def __init__(
         self,
         path: Path,
-        train: tuple[list[Path], np.ndarray],
-        valid: tuple[list[Path], np.ndarray],
+        train: Split,
+        valid: Split,
         classes: Sequence[str],
         test: list[Path] | None = None,
         size: int = 224,
@@ -129,6 +66,7 @@ class ImageData:
         seed: int = 42,
         ignored: int = 0,
         notes: Sequence[str] = (),
+        cache: str | os.PathLike | bool | None = "auto",
         **aug_kwargs,
     ):
         if size < 8:
@@ -146,22 +84,37 @@ class ImageData:
         self.mean: tuple[float, ...] = (0.485, 0.456, 0.406)
         self.std: tuple[float, ...] = (0.229, 0.224, 0.225)
         self.presize = presize(self.size)
+        self.cache = cache
         tr_files, tr_y = train
         va_files, va_y = valid
         self._all_files = list(tr_files) + list(va_files) + list(test or [])
-        pixels = self._make_pixels(self._all_files)
+        self.pixels = self._make_pixels(self._all_files)
         n_tr, n_va = len(tr_files), len(va_files)
-        view = lambda offset: OffsetPixels(pixels, offset)  # noqa: E731
-        self.train_ds = ImageDataset(tr_files, tr_y, self.classes, train_transform(self.size, self.aug), view(0), self.bad)
-        self.valid_ds = ImageDataset(va_files, va_y, self.classes, valid_transform(self.size), view(n_tr), self.bad)
-        self.test_ds = (
-            ImageDataset(test, None, self.classes, valid_transform(self.size), view(n_tr + n_va), self.bad)
-            if test is not None
-            else None
-        )
+
+        def make(files, y, transform, offset):
+            return ImageDataset(files, y, self.classes, transform, OffsetPixels(self.pixels, offset), self.bad, self.seed)
+
+        self.train_ds = make(tr_files, tr_y, train_transform(self.size, self.aug), 0)
+        self.valid_ds = make(va_files, va_y, valid_transform(self.size), n_tr)
+        self.test_ds = make(test, None, valid_transform(self.size), n_tr + n_va) if test is not None else None
 
     def _make_pixels(self, files: list[Path]) -> Callable[[int], torch.Tensor]:
-        return FilePixels(files, self.presize)
+        """The pixel source for every file: the image cache, or decoding each time when it is off."""
+        root, auto = resolve_cache(self.cache, self.cache_dir / "images")
+        if root is None:
+            return FilePixels(files, self.presize)
+        return CachedPixels(files, self.presize, ImageCache(root, self.presize), self.bad, auto=auto)
+
+    @classmethod
+    def _from_labelled(cls, root: Path, lab: Labelled, source: str, valid_pct: float | None, seed: int,
+                       test: str | os.PathLike | None, **kwargs) -> "ImageData":
+        """Split a label source's files into train/valid, add the test folder, build the ImageData."""
+        check_classes(lab, source)
+        tr, va, note = split(lab, valid_pct, seed)
+        test_files, test_ignored = _test_files(root, test)
+        notes = lab.notes + ([note] if note else [])
+        return cls(root, tr, va, lab.classes, test=test_files, seed=seed, ignored=lab.ignored + test_ignored,
+                   notes=notes, **kwargs)
 
     # ------------------------------------------------------------------ constructors
 
@@ -184,55 +137,106 @@ class ImageData:
 
         Without a valid folder (or with `valid_pct` given), `valid_pct` (default 0.2) of train is
         split off per class, deterministically by `seed`. A folder of class folders without a
-        `train` level works too. `test="test1"` adds an unlabelled set in file order.
+        `train` level works too. `test="test1"` adds an unlabelled set (`data.test_ds`) in file order.
         """
-        root = Path(path).expanduser()
-        if not root.exists():
-            raise DataError(f"{root} does not exist. Pass the folder that holds {train}/<class>/ image folders.")
-        if not root.is_dir():
-            raise DataError(f"{root} is not a folder. Pass the folder that holds {train}/<class>/ image folders.")
-        notes: list[str] = []
-        train_dir = root / train
-        if not train_dir.is_dir():
-            if (root / valid).is_dir():
-                raise DataError(f"{root} has {valid}/ but no {train}/ folder. Expected {root}/{train}/<class>/*.jpg.")
-            train_dir = root
-            notes.append(f"no {train}/ folder: using the class folders of {root} directly")
-        files, labels, classes, ignored = read_class_folders(train_dir)
-        y = np.asarray(labels, dtype=np.int64)
-        valid_dir = root / valid
-        if valid_pct is None and valid_dir.is_dir() and train_dir != root:
-            va_files, va_labels, va_classes, va_ignored = read_class_folders_lenient(valid_dir)
-            unknown = sorted(set(va_classes) - set(classes))
-            if unknown:
-                raise DataError(
-                    f"{valid_dir} has class folders that {train_dir} lacks: {', '.join(unknown[:5])}. "
-                    f"Every valid class needs training images."
-                )
-            index = {c: i for i, c in enumerate(classes)}
-            va_y = np.asarray([index[va_classes[j]] for j in va_labels], dtype=np.int64)
-            tr = (files, y)
-            va = (va_files, va_y)
-            ignored += va_ignored
-        else:
-            pct = 0.2 if valid_pct is None else float(valid_pct)
-            tr_idx, va_idx = stratified_split(y, pct, seed)
-            tr = ([files[i] for i in tr_idx], y[tr_idx])
-            va = ([files[i] for i in va_idx], y[va_idx])
-            notes.append(f"valid = {pct:.0%} of the training images per class (seed {seed})")
-        test_files = None
-        if test is not None:
-            test_dir = root / test
-            if not test_dir.is_dir():
-                raise DataError(f"Test folder {test_dir} does not exist.")
-            scan = scan_images(test_dir)
-            if not scan.files:
-                raise DataError(f"Test folder {test_dir} has no images.")
-            test_files, ignored = scan.files, ignored + scan.ignored
-        return cls(
-            root, tr, va, classes, test=test_files, size=size, bs=bs, augment=augment,
-            num_workers=num_workers, seed=seed, ignored=ignored, notes=notes, **kwargs,
-        )
+        root = _root(path, f"{train}/<class>/ image folders")
+        lab = folder_labels(root, train, valid, valid_pct)
+        return cls._from_labelled(root, lab, str(root), valid_pct, seed, test, size=size, bs=bs, augment=augment,
+                                  num_workers=num_workers, **kwargs)
+
+    @classmethod
+    def from_name_re(
+        cls,
+        path: str | os.PathLike,
+        fnames: Sequence[str | os.PathLike] | None = None,
+        pat: str = DEFAULT_PAT,
+        valid_pct: float = 0.2,
+        seed: int = 42,
+        test: str | None = None,
+        size: int = 224,
+        bs: int = 64,
+        augment: str | None = None,
+        **kwargs,
+    ) -> "ImageData":
+        """Labels from file names: the first group of the regular expression `pat`, searched in each
+        file's path (Oxford-IIIT Pets: `images/great_pyrenees_173.jpg` -> 'great_pyrenees').
+
+        `fnames` defaults to every image under `path` (but the `test` folder). A file the pattern does
+        not match is an error listing the first few such files and the pattern.
+        """
+        root = _root(path, "the images")
+        lab = name_re_labels(root, fnames, pat, exclude=root / test if test is not None else None)
+        return cls._from_labelled(root, lab, f"{root} with pat {pat!r}", valid_pct, seed, test, size=size, bs=bs,
+                                  augment=augment, **kwargs)
+
+    @classmethod
+    def from_csv(
+        cls,
+        path: str | os.PathLike,
+        csv_labels: str | os.PathLike = "labels.csv",
+        folder: str = "train",
+        fn_col: int | str = 0,
+        label_col: int | str | Sequence[int | str] = 1,
+        suffix: str = "",
+        label_delim: str | None = None,
+        valid_pct: float | None = None,
+        seed: int = 42,
+        test: str | None = None,
+        header: bool = True,
+        delimiter: str = ",",
+        valid_col: int | str | None = None,
+        on_missing: str = "error",
+        size: int = 224,
+        bs: int = 64,
+        augment: str | None = None,
+        **kwargs,
+    ) -> "ImageData":
+        """Labels from a CSV file: `path/csv_labels` has a file-name column and a label column; images
+        are `path/folder/<name><suffix>`.
+
+        `label_delim=" "` makes the data multi-label (Planet: 'haze primary water'): targets are
+        multi-hot, the learner uses sigmoid + BCE, and `predict` returns the labels above `learn.thresh`.
+        A list of `label_col`s reads one-hot columns. `valid_col` marks validation rows (else `valid_pct`,
+        default 0.2, is split off). Rows naming missing files are an error, or dropped and counted with
+        `on_missing="skip"`. Pandas is not needed.
+        """
+        root = _root(path, f"{csv_labels} and the {folder}/ image folder")
+        csv_path = Path(csv_labels) if Path(csv_labels).is_absolute() else root / csv_labels
+        table = read_csv(csv_path, header=header, delimiter=delimiter)
+        lab = table_labels(table, root / folder, fn_col, label_col, suffix, label_delim, on_missing, valid_col)
+        return cls._from_labelled(root, lab, str(csv_path), valid_pct, seed, test, size=size, bs=bs,
+                                  augment=augment, **kwargs)
+
+    @classmethod
+    def from_df(
+        cls,
+        path: str | os.PathLike,
+        df,
+        folder: str = "train",
+        fn_col: int | str = 0,
+        label_col: int | str | Sequence[int | str] = 1,
+        suffix: str = "",
+        label_delim: str | None = None,
+        valid_pct: float | None = None,
+        seed: int = 42,
+        test: str | None = None,
+        valid_col: int | str | None = None,
+        on_missing: str = "error",
+        size: int = 224,
+        bs: int = 64,
+        augment: str | None = None,
+        **kwargs,
+    ) -> "ImageData":
+        """Labels from a pandas DataFrame, with the same columns and options as `from_csv`."""
+        from .labels import frame_table
+
+        if not (hasattr(df, "columns") and hasattr(df, "__getitem__")):
+            raise ConfigError(f"df must be a pandas DataFrame, got {type(df).__name__}. For a CSV file use from_csv.")
+        root = _root(path, f"the {folder}/ image folder")
+        lab = table_labels(frame_table(df), root / folder, fn_col, label_col, suffix, label_delim, on_missing,
+                           valid_col)
+        return cls._from_labelled(root, lab, "the DataFrame", valid_pct, seed, test, size=size, bs=bs,
+                                  augment=augment, **kwargs)
 
     # ------------------------------------------------------------------ properties
 
@@ -293,11 +297,15 @@ class ImageData:
         augment: bool = True,
         device: torch.device | str = "cpu",
         sampler=None,
-    ) -> DataLoader:
+    ) -> ImageLoader:
         """A DataLoader of uint8 batches. Train shuffles (seeded per epoch) and drops the last partial
-        batch; `augment=False` gives train images the valid transform (precompute, TTA baselines)."""
+        batch; `augment=False` gives train images the valid transform (precompute, TTA baselines).
+
+        Fills the image cache for the dataset first (decoding only new or changed files). Each
+        iteration draws new augmentations; `loader.sampler.set_epoch(e)` makes epoch e's repeatable."""
         name = ds if isinstance(ds, str) else None
         dset = self.dataset(ds) if isinstance(ds, str) else ds
+        dset.prepare()
         is_train = name == "train"
         if is_train and not augment:
             dset = dset.with_transform(valid_transform(self.size))
@@ -306,17 +314,20 @@ class ImageData:
         if drop_last is None:
             drop_last = bool(is_train and augment and len(dset) > bs)
         workers = self.default_workers(device)
-        if sampler is None:
-            sampler = make_sampler(len(dset), shuffle, self.seed, drop_last, dset) or EpochSampler(len(dset), shuffle, self.seed)
-        return DataLoader(
+        if workers > 0:
+            dset.aug_state.share_memory_()
+        return ImageLoader(
             dset,
             batch_size=bs,
-            sampler=sampler,
+            sampler=sampler if sampler is not None else (
+                make_sampler(len(dset), shuffle, self.seed, drop_last, dset)
+                or EpochSampler(len(dset), shuffle, self.seed, dataset=dset)),
             drop_last=drop_last,
             num_workers=workers,
             collate_fn=collate_skip_none,
             pin_memory=torch.device(device).type == "cuda",
             persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds, without touching torch's global RNG
         )
 
     # ------------------------------------------------------------------ reporting
@@ -344,7 +355,10 @@ class ImageData:
         lines = [f"{self.path}: {n_tr} train / {n_va} valid images, {self.c} classes ({cls})"]
         if self.test_ds is not None:
             lines.append(f"test: {len(self.test_ds)} unlabelled images")
+        if self.is_multi_label:
+            lines.append(f"multi-label: {float(self.train_ds.targets.sum(1).mean()):.1f} labels per image on average")
         lines.append(f"size {self.size}, batch size {self.bs}, augment {self.aug.augment}")
+        lines.append(self.cache_summary())
         lines += self.notes
         if self.ignored:
             lines.append(f"ignored {self.ignored} non-image files")
@@ -352,17 +366,19 @@ class ImageData:
             lines.append(f"skipped {len(self.bad)} images that could not be decoded")
         return "\n".join(lines)
 
+    def cache_summary(self) -> str:
+        """Where decoded images are cached, or why they are not."""
+        if isinstance(self.pixels, CachedPixels):
+            return self.pixels.disabled or f"image cache: {self.pixels.cache.dir}"
+        return "image cache: off"
+
+    def show_batch(self, path: str | os.PathLike | None = None, ds: str = "train", n: int = 9,
+                   augment: bool = True, ncols: int | None = None):
+        """A grid of `n` images of `ds` with their labels (train images augmented unless `augment=False`)
+        -> matplotlib Figure, also written as PNG to `path` when given. Look before you train."""
+        from .show import show_batch
+
+        return show_batch(self, path, ds, n, augment, ncols)
+
     def __repr__(self) -> str:
         return f"ImageData({self.summary().splitlines()[0]})"
-
-
-def read_class_folders_lenient(path: Path) -> tuple[list[Path], list[int], list[str], int]:
-    """Like read_class_folders, but a valid folder may hold a single class."""
-    try:
-        return read_class_folders(path)
-    except DataError as e:
-        if "single class" not in str(e):
-            raise
-        d = next(p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith("."))
-        scan = scan_images(d, recursive=False)
-        return scan.files, [0] * len(scan.files), [d.name], scan.ignored

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ..errors import DataError
 
@@ -43,12 +43,21 @@ def to_rgb(im: Image.Image) -> Image.Image:
         return im
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         return _composite_on_white(im)
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if im.mode.startswith("I") or im.mode == "F":
         arr = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        return Image.fromarray(_to_8bit(arr, im.mode), "L").convert("RGB")
     return im.convert("RGB")
+
+
+def _to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Scale a 16-bit, 32-bit or float grayscale array to 0..255 by its type's range, not its content,
+    so a dark 16-bit image stays dark."""
+    top = float(arr.max(initial=0))
+    if mode == "F":
+        hi = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else top
+    else:  # "I;16*" and "I" (Pillow's mode for 16-bit PNG/TIFF data); wider values scale by their maximum
+        hi = 65535.0 if top <= 65535.0 else top
+    return np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def open_image(path: str | os.PathLike, min_size: int | None = None) -> Image.Image:
@@ -60,6 +69,7 @@ def open_image(path: str | os.PathLike, min_size: int | None = None) -> Image.Im
     path = Path(path)
     try:
         with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # e.g. "Corrupt EXIF data"
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if min_size and im.format == "JPEG":
@@ -67,10 +77,17 @@ def open_image(path: str | os.PathLike, min_size: int | None = None) -> Image.Im
                     scale = min(w, h) / min_size
                     if scale >= 2:
                         im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
-                im = ImageOps.exif_transpose(im) or im
                 im.load()
-                return to_rgb(im)
+                return to_rgb(_apply_exif_orientation(im))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageDecodeError(f"{path}: image too large to decode safely ({e}).") from e
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+    except Exception as e:  # noqa: BLE001  a corrupt file can make a codec raise anything; never crash an epoch
         raise ImageDecodeError(f"{path}: cannot decode image ({type(e).__name__}: {e}).") from e
+
+
+def _apply_exif_orientation(im: Image.Image) -> Image.Image:
+    """Rotate/flip as the EXIF Orientation tag says; a malformed EXIF block leaves the pixels as stored."""
+    try:
+        return ImageOps.exif_transpose(im) or im
+    except Exception:  # noqa: BLE001  broken EXIF metadata is common in camera files; the pixels are fine
+        return im

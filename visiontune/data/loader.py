@@ -16,15 +16,21 @@ log = logging.getLogger("visiontune")
 class EpochSampler(Sampler[int]):
     """Shuffles with a generator seeded by seed + epoch: the same order for an epoch on every rerun or
     resume. It is DistributedSampler's permutation, so N torchrun processes with batch size b see, step
-    by step, exactly the items one process sees with batch size N*b."""
+    by step, exactly the items one process sees with batch size N*b. With a `dataset` that has them, also
+    forwards `set_epoch` and starts a new augmentation pass on each iteration (see ImageDataset)."""
 
-    def __init__(self, n: int, shuffle: bool, seed: int = 42):
+    def __init__(self, n: int, shuffle: bool, seed: int = 42, dataset=None):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.dataset = dataset
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[int]:
+        if hasattr(self.dataset, "next_pass"):
+            self.dataset.next_pass()
         if not self.shuffle:
             return iter(range(self.n))
         g = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -34,12 +40,39 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
-def collate_skip_none(batch: Sequence):
-    """Collate, leaving out items that failed to decode (returned as None by the dataset)."""
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return None
-    return default_collate(batch)
+class Batch(list):
+    """A collated batch [images, targets, positions]; `bad` lists the items left out as undecodable
+    (BadItem), so the main process can report files that failed inside a loader worker."""
+
+    bad: list = []
+
+
+def collate_skip_none(batch: Sequence) -> Batch:
+    """Collate, leaving out items that failed to decode (None, or a BadItem from a worker)."""
+    from .dataset import BadItem, single_thread
+
+    good = [b for b in batch if b is not None and not isinstance(b, BadItem)]
+    with single_thread():  # a memory copy: torch's thread pool only adds contention (8x slower on a busy CPU)
+        out = Batch(default_collate(good) if good else [])
+    out.bad = [b for b in batch if isinstance(b, BadItem)]
+    return out
+
+
+def record_bad(dataset, batch) -> None:
+    """Report (warn once, count) the undecodable files a worker left out of `batch`."""
+    bad = getattr(dataset, "bad", None)
+    for item in getattr(batch, "bad", ()):
+        if bad is not None:
+            bad.add(item.path, item.reason)
+
+
+class ImageLoader(DataLoader):
+    """A DataLoader that reports, in the main process, the files its workers could not decode."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            record_bad(self.dataset, batch)
+            yield batch
 
 
 class Normalize:
@@ -79,8 +112,11 @@ class DeviceLoader:
         return self.dl.dataset
 
     def set_epoch(self, epoch: int) -> None:
+        """Shuffle order and augmentation of `epoch` (also for samplers that do not forward it, e.g. DDP's)."""
         if hasattr(self.dl.sampler, "set_epoch"):
             self.dl.sampler.set_epoch(epoch)
+        if hasattr(self.dl.dataset, "set_epoch") and not isinstance(self.dl.sampler, EpochSampler):
+            self.dl.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.dl)
@@ -90,7 +126,7 @@ class DeviceLoader:
         which items were left out as undecodable."""
         non_blocking = self.device.type == "cuda"
         for batch in self.dl:
-            if batch is None:
+            if not batch:
                 continue
             x, y, idx = batch
             yield self.normalize(x), y.to(self.device, non_blocking=non_blocking), idx

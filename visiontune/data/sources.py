@@ -1,7 +1,8 @@
 """Finding images on disk and reading labels from folder names.
 
-Walks follow symlinks once (a loop does not hang), skip hidden files and folders, and count the
-non-image files they pass over so the summary can say so.
+Walks follow symlinks once and never into a folder that contains the walk's start (a loop does not
+hang or count images twice), skip hidden files and folders, and count the non-image files they pass over
+so the summary can say so.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def scan_images(root: Path, recursive: bool = True) -> Scan:
     """All image files under `root` in a stable (sorted) order."""
     out = Scan()
     seen: set[tuple[int, int]] = set()
+    real_root = os.path.realpath(root)
     stack = [root]
     while stack:
         d = stack.pop()
@@ -50,7 +52,7 @@ def scan_images(root: Path, recursive: bool = True) -> Scan:
             except OSError:
                 continue
             if is_dir:
-                if recursive:
+                if recursive and not (e.is_symlink() and _is_ancestor(os.path.realpath(e.path), real_root)):
                     stack.append(Path(e.path))
             elif is_image_file(e.name):
                 try:
@@ -65,15 +67,31 @@ def scan_images(root: Path, recursive: bool = True) -> Scan:
     return out
 
 
+def _is_ancestor(a: str, b: str) -> bool:
+    """True when folder `a` contains (or is) folder `b`: a symlink to it would be a loop."""
+    return b == a or b.startswith(a.rstrip(os.sep) + os.sep)
+
+
 def _visible_dirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def read_class_folders(path: Path) -> tuple[list[Path], list[int], list[str], int]:
-    """Images under `path/<class>/` -> (files, label indices, class names, ignored count).
+@dataclass
+class ClassFolders:
+    """Images found in `path/<class>/`: files, label indices into `classes`, and what was passed over."""
 
-    Rejects, with a message naming the folder: no class folders, an empty class, a single class,
-    and nested layouts (images only in sub-sub-folders).
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+    ignored: int = 0  # non-image files
+    nested: int = 0  # images in sub-folders of class folders (not read)
+
+
+def read_class_folders(path: Path, min_classes: int = 2) -> ClassFolders:
+    """Images under `path/<class>/` (one level) -> ClassFolders.
+
+    Rejects, with a message naming the folder: no class folders, an empty class, fewer than
+    `min_classes` classes (a valid folder may hold one), and nested layouts (images only in sub-sub-folders).
     """
     dirs = _visible_dirs(path)
     if not dirs:
@@ -83,10 +101,7 @@ def read_class_folders(path: Path) -> tuple[list[Path], list[int], list[str], in
             f"{path} has no class folders.{extra} Expected {path}/<class>/*.jpg "
             f"(for example {path}/cats/1.jpg and {path}/dogs/2.jpg)."
         )
-    files: list[Path] = []
-    labels: list[int] = []
-    classes: list[str] = []
-    ignored = 0
+    out = ClassFolders([], [], [])
     for d in dirs:
         direct = scan_images(d, recursive=False)
         if not direct.files:
@@ -102,17 +117,17 @@ def read_class_folders(path: Path) -> tuple[list[Path], list[int], list[str], in
                 f"Class folder {d} has no images ({direct.ignored} other files). "
                 f"Add images (.jpg, .png, .webp, ...) or remove the folder."
             )
-        deeper = scan_images(d).files
-        ignored += direct.ignored + (len(deeper) - len(direct.files))
-        classes.append(d.name)
-        files += direct.files
-        labels += [len(classes) - 1] * len(direct.files)
-    if len(classes) < 2:
+        out.nested += len(scan_images(d).files) - len(direct.files)
+        out.ignored += direct.ignored
+        out.classes.append(d.name)
+        out.files += direct.files
+        out.labels += [len(out.classes) - 1] * len(direct.files)
+    if len(out.classes) < min_classes:
         raise DataError(
-            f"{path} has a single class folder ({classes[0]}); a classifier needs at least two. "
+            f"{path} has a single class folder ({out.classes[0]}); a classifier needs at least two. "
             f"Add a folder per class under {path}."
         )
-    return files, labels, classes, ignored
+    return out
 
 
 def stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

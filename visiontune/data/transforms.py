@@ -7,6 +7,7 @@ on the training device (see `loader.py`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -38,7 +39,14 @@ def pil_to_uint8(im: Image.Image, short_side: int | None = None) -> torch.Tensor
 
 @dataclass
 class AugmentConfig:
-    """Augmentation settings: the preset plus fastai's knobs."""
+    """Augmentation settings: the preset plus fastai's knobs (`get_transforms` meanings).
+
+    max_zoom: zoom in by up to this factor; max_rotate: rotate by up to this many degrees either way;
+    max_lighting: change brightness and contrast by up to this fraction; max_warp: move the corners by
+    up to this fraction of half the image (a perspective warp); flip: horizontal flips (side_on) or
+    the flips among the 8 dihedral views (top_down). Rotate+zoom and warp each happen with probability
+    `p_affine`, lighting with `p_lighting`; the random-resized crop keeps at least `min_scale` of the area.
+    """
 
     augment: str | None = None
     max_zoom: float = 1.1
@@ -53,18 +61,33 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_PRESETS:
             raise ConfigError(f"augment must be one of None, 'side_on', 'top_down'; got {self.augment!r}.")
-        if not 0 < self.min_scale <= 1:
-            raise ConfigError(f"min_scale must be in (0, 1], got {self.min_scale}.")
+        checks = [
+            ("min_scale", 0 < self.min_scale <= 1, "in (0, 1]"),
+            ("max_zoom", self.max_zoom >= 1, "at least 1 (1 = no zoom)"),
+            ("max_rotate", 0 <= self.max_rotate <= 180, "between 0 and 180 degrees"),
+            ("max_lighting", 0 <= self.max_lighting < 1, "in [0, 1)"),
+            ("max_warp", 0 <= self.max_warp < 1, "in [0, 1)"),
+            ("p_affine", 0 <= self.p_affine <= 1, "a probability in [0, 1]"),
+            ("p_lighting", 0 <= self.p_lighting <= 1, "a probability in [0, 1]"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {what}, got {getattr(self, name)}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class RandomDihedral(v2.Transform):
-    """One of the 8 flips/rotations of the square, uniformly (satellite and microscope images)."""
+    """One of the 8 flips/rotations of the square, uniformly (satellite and microscope images);
+    with `flip=False`, one of the 4 rotations by multiples of 90 degrees."""
+
+    def __init__(self, flip: bool = True):
+        super().__init__()
+        self.flip = flip
 
     def make_params(self, flat_inputs):  # torchvision >= 0.21 name
-        return {"k": int(torch.randint(4, ()).item()), "flip": bool(torch.randint(2, ()).item())}
+        return {"k": int(torch.randint(4, ()).item()), "flip": self.flip and bool(torch.randint(2, ()).item())}
 
     def _get_params(self, flat_inputs):  # older torchvision name
         return self.make_params(flat_inputs)
@@ -84,23 +107,41 @@ def valid_transform(size: int) -> v2.Transform:
     return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
 
 
+def reflect_padding(size: int, max_rotate: float, max_warp: float) -> int:
+    """Border (pixels) to reflect-pad a `size` crop by so that rotating it by `max_rotate` degrees and
+    warping it by `max_warp` never brings empty (black) corners into the center `size` crop."""
+    a = math.radians(min(max_rotate, 45.0))
+    rotate = 0.5 * (math.cos(a) + math.sin(a) - 1)  # a rotated square's corners reach this far out, per side
+    warp = max_warp / (2 * (1 - max_warp))  # torchvision moves corners inward by up to max_warp/2 of the padded side
+    return min(size - 1, math.ceil(size * (rotate + warp)) + 1)
+
+
 def train_transform(size: int, aug: AugmentConfig) -> v2.Transform:
-    """The preset's random augmentation at `size`; without a preset, the valid transform."""
+    """The preset's random augmentation at `size`; without a preset, the valid transform.
+
+    Random-resized crop, then flips (side_on) or dihedral views (top_down), then rotate+zoom and a
+    perspective warp on a reflection-padded image (fastai's padding_mode='reflection': no black
+    corners), then brightness/contrast.
+    """
     if aug.augment is None:
         return valid_transform(size)
     tfms: list[v2.Transform] = [
         v2.RandomResizedCrop(size, scale=(aug.min_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)
     ]
     if aug.augment == "top_down":
-        tfms.append(RandomDihedral())
+        tfms.append(RandomDihedral(flip=aug.flip))
     elif aug.flip:
         tfms.append(v2.RandomHorizontalFlip())
+    geometric: list[v2.Transform] = []
     if aug.max_rotate or aug.max_zoom > 1:
         affine = v2.RandomAffine(degrees=aug.max_rotate, scale=(1.0, aug.max_zoom))
-        tfms.append(v2.RandomApply([affine], p=aug.p_affine))
+        geometric.append(v2.RandomApply([affine], p=aug.p_affine))
     if aug.max_warp:
-        tfms.append(v2.RandomPerspective(distortion_scale=aug.max_warp, p=aug.p_affine))
-    if aug.max_lighting:
+        geometric.append(v2.RandomPerspective(distortion_scale=aug.max_warp, p=aug.p_affine))
+    if geometric and aug.p_affine > 0:
+        pad = reflect_padding(size, aug.max_rotate, aug.max_warp)
+        tfms += [v2.Pad(pad, padding_mode="reflect"), *geometric, v2.CenterCrop(size)]
+    if aug.max_lighting and aug.p_lighting > 0:
         jitter = v2.ColorJitter(brightness=aug.max_lighting, contrast=aug.max_lighting)
         tfms.append(v2.RandomApply([jitter], p=aug.p_lighting))
     return v2.Compose(tfms)

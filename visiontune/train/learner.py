@@ -83,7 +83,7 @@ class Learner:
         self.loss_func = loss_func or (nn.BCEWithLogitsLoss() if multi else nn.CrossEntropyLoss())
         self.metrics: list[Metric] = get_metrics(metrics, multi_label=multi, thresh=thresh)
         self.opt_name, self.wd, self._lr = opt, wd, lr
-        self.path = Path(path) if path is not None else Path(getattr(data, "path", "."))
+        self.path = Path(path) if path is not None else Path(getattr(data, "path", None) or ".")
         self.model_dir = model_dir
         self.train_bn, self.freeze_bn_stats = train_bn, freeze_bn_stats
         self.quiet = quiet or _console.quiet()

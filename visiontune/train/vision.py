@@ -18,7 +18,7 @@ def vision_learner(
     arch: str = DEFAULT_ARCH,
     pretrained: bool = True,
     weights: str | os.PathLike | None = None,
-    metrics: Iterable = ("accuracy",),
+    metrics: Iterable | None = None,
     wd: float = 0.01,
     lr: float | None = None,
     opt: str = "adamw",
@@ -36,7 +36,10 @@ def vision_learner(
 
     `precompute=True` trains the head on cached body activations (seconds per epoch on a CPU);
     `head="linear"` puts a single linear layer on the features instead of fastai's head.
+    `metrics` defaults to accuracy, or to accuracy_multi and fbeta (F2) for multi-label data (lesson 2).
     """
+    if metrics is None:
+        metrics = ("accuracy_multi", "fbeta") if getattr(data, "is_multi_label", False) else ("accuracy",)
     if not getattr(data, "classes", None):
         raise ConfigError("vision_learner needs data with classes, e.g. ImageData.from_folder(path).")
     model = create_model(arch, data.c, pretrained=pretrained, weights=weights,
