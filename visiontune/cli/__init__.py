@@ -10,6 +10,7 @@ import sys
 
 from .app import app
 from . import train as _train  # noqa: F401  (registers train, lr-find, demo)
+from . import runs as _runs  # noqa: F401  (registers resume, rerun, runs)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,16 +18,17 @@ class EpochSampler(Sampler[int]):
     or resume, like DistributedSampler's `set_epoch`."""
 
     def __init__(self, n: int, shuffle: bool, seed: int = 42):
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.n, self.shuffle, self.seed, self.epoch, self.start = n, shuffle, seed, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Order of `epoch`; `start` skips that many items of it (a run resumed in the middle of an epoch)."""
+        self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:
-            return iter(range(self.n))
+            return iter(range(self.start, self.n))
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(torch.randperm(self.n, generator=g).tolist()[self.start :])
 
     def __len__(self) -> int:
         return self.n
@@ -72,14 +73,28 @@ class DeviceLoader:
                  std: Sequence[float] | None, channels_last: bool = False):
         self.dl, self.device = dl, torch.device(device)
         self.normalize = Normalize(device, mean, std, channels_last)
+        self._skip = 0
+        if dl.generator is None:
+            # The loader draws its workers' base seed from this generator instead of torch's global one, so
+            # starting an epoch does not move the global RNG: a run resumed mid-epoch draws the same
+            # dropout and augmentation numbers as the uninterrupted run.
+            dl.generator = torch.Generator().manual_seed(getattr(dl.sampler, "seed", 0))
 
     @property
     def dataset(self):
         return self.dl.dataset
 
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.dl.sampler, "set_epoch"):
-            self.dl.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Use the order of `epoch`, leaving out its first `skip_batches` batches (resuming mid-epoch)."""
+        sampler = self.dl.sampler
+        if hasattr(sampler, "set_epoch"):
+            if hasattr(sampler, "start"):
+                sampler.set_epoch(epoch, start=skip_batches * (self.dl.batch_size or 1))
+                skip_batches = 0
+            else:
+                sampler.set_epoch(epoch)
+        self._skip = skip_batches
+        self.dl.generator = torch.Generator().manual_seed(getattr(sampler, "seed", 0) * 100_003 + epoch + 500_009)
 
     def __len__(self) -> int:
         return len(self.dl)
@@ -88,8 +103,12 @@ class DeviceLoader:
         """Yields (x, y, idx): idx are the dataset positions of the items in the batch, so callers know
         which items were left out as undecodable."""
         non_blocking = self.device.type == "cuda"
+        skip, self._skip = self._skip, 0
         for batch in self.dl:
             if batch is None:
+                continue
+            if skip:
+                skip -= 1
                 continue
             x, y, idx = batch
             yield self.normalize(x), y.to(self.device, non_blocking=non_blocking), idx

@@ -97,7 +97,10 @@ class Learner:
         self._loaders: dict = {}
         self.epoch = self.n_epoch = self.iter = self.n_iter = self.train_iter = 0
         self.training = False
-        self.resuming = False
+        self.resuming = False  # True during a fit that continues an interrupted one
+        self.n_fits = 0  # fits started on this learner: a resumed run skips those that had finished
+        self.resume_from = None  # set by visiontune.runs: the checkpoint an interrupted run continues from
+        self.start_iter = 0  # batches of the first epoch already done before the interruption
         self.valid_loss = float("nan")
         self.last_metrics: dict[str, float] = {}
         self.frozen_to = 0
@@ -297,10 +300,11 @@ class Learner:
         self.training = True
         self._set_train_mode()
         dl = self.train_dl
-        dl.set_epoch(self.epoch)
+        start, self.start_iter = self.start_iter, 0
+        dl.set_epoch(self.epoch, skip_batches=start)
         self.n_iter = len(dl)
         self._event("before_train")
-        for self.iter, (xb, yb) in enumerate(dl):
+        for self.iter, (xb, yb) in enumerate(dl, start):
             self.train_iter = self.epoch * self.n_iter + self.iter
             self._do_batch(xb, yb)
         self._event("after_train")
@@ -334,6 +338,10 @@ class Learner:
 
     def _fit(self, n_epoch: int, lrs: Lrs | None, schedule: S.Schedule, wd: float | None = None,
              cbs: Iterable[Callback] = (), start_epoch: int = 0) -> None:
+        fit_index, self.n_fits = self.n_fits, self.n_fits + 1
+        plan = self.resume_from
+        if plan is not None and fit_index < plan.fit_index:
+            return  # this fit had finished before the interruption; the checkpoint holds its result
         if self.opt is None:
             self.create_opt()
         base = lr_per_group(self.lr if lrs is None else lrs, self.n_groups)
@@ -343,6 +351,9 @@ class Learner:
                     pg["weight_decay"] = wd
         self.n_epoch, self.schedule, self.base_lrs = n_epoch, schedule, base
         with self.added_cbs([ParamScheduler(schedule, base), *cbs]):
+            if plan is not None:
+                start_epoch, self.start_iter, self.resuming = plan.enter(self)
+                self.resume_from = None
             try:
                 self._event("before_fit")
                 for self.epoch in range(start_epoch, n_epoch):
@@ -430,6 +441,31 @@ class Learner:
         from ..infer.predict import predict
 
         return predict(self, item)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Weights, optimizer, grad scaler and every stateful callback's state (the recorder's history,
+        SaveBest's best value, ...) by callback name: what a checkpoint needs to continue training."""
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict() if self.opt is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "callbacks": {cb.name: cb.state_dict() for cb in self.cbs if hasattr(cb, "state_dict")},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned (callbacks are matched by name; absent ones are skipped)."""
+        self.model.load_state_dict(state["model"])
+        if state.get("opt") is not None:
+            if self.opt is None:
+                self.create_opt()
+            self.opt.load_state_dict(state["opt"])
+        if state.get("scaler") is not None and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        saved = state.get("callbacks", {})
+        for cb in self.cbs:
+            if cb.name in saved and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(saved[cb.name])
 
     # ------------------------------------------------------------------ saving
     def _model_path(self, name: str | os.PathLike) -> Path:

@@ -29,6 +29,9 @@ def vision_learner(
     concat_pool: bool = True,
     cbs: Iterable[Callback] = (),
     device=None,
+    runs: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
     **kwargs,
 ) -> Learner:
     """A Learner for `data` with the `arch` body (weights: `weights` file -> cache -> hub; the default
@@ -36,6 +39,9 @@ def vision_learner(
 
     `precompute=True` trains the head on cached body activations (seconds per epoch on a CPU);
     `head="linear"` puts a single linear layer on the features instead of fastai's head.
+    `runs="runs"` records every fit in a new run folder `runs/<dataset>/<time>-<arch>-<size>-bs<bs>/` (config,
+    log, checkpoints every epoch, results, model); `run_dir=` names the folder; with `resume=True` an
+    interrupted run continues there: rerun the same script, finished fits are skipped.
     """
     if not getattr(data, "classes", None):
         raise ConfigError("vision_learner needs data with classes, e.g. ImageData.from_folder(path).")
@@ -45,4 +51,10 @@ def vision_learner(
     learn.freeze()
     if precompute:
         learn.precompute = True
+    if runs is not None or run_dir is not None:
+        from ..runs.autosave import attach_run
+
+        attach_run(learn, runs=runs, run_dir=run_dir, resume=resume)
+    elif resume:
+        raise ConfigError("resume=True needs run_dir=: the folder of the run to continue.")
     return learn
