@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from . import folder as F
 from .checkpoint import (
     Checkpoint,
     Position,
+    checkpoint_paths,
     checkpoint_state,
     latest_checkpoint,
     next_checkpoint_path,
@@ -101,6 +103,7 @@ class RunCallback(Callback):
             msg = f"stopped at {where}; saved. Continue with:\n  {self.resume_hint}"
             _console.err.print(msg, highlight=False)
             F.write_status(self.path, "interrupted", position=where)
+            self.stop_signal = None
             raise TrainingInterrupted(msg)
 
     def after_epoch(self) -> None:
@@ -124,8 +127,8 @@ class RunCallback(Callback):
                                highlight=False)
         else:
             F.write_status(self.path, "failed", error=f"{type(exc).__name__}: {exc}"[:1000])
-            if self.last_checkpoint is not None:
-                _console.err.print(f"training failed; the last checkpoint is kept ({self.last_checkpoint.name}). "
+            if checkpoint_paths(self.models):
+                _console.err.print("training failed; the last checkpoint is kept. "
                                    f"After fixing the cause, continue with:\n  {self.resume_hint}", highlight=False)
 
     # ------------------------------------------------------------------ state and files
@@ -152,7 +155,10 @@ class RunCallback(Callback):
 
     def finish(self) -> dict:
         """results.json, final weights, model.vt, report; status finished."""
-        return F.finish_run(self.learn, self.path, {"phases": self.fits})
+        extra = {"phases": self.fits}
+        if self.checkpoint_seconds:
+            extra["checkpoint_seconds_median"] = round(statistics.median(self.checkpoint_seconds), 3)
+        return F.finish_run(self.learn, self.path, extra)
 
     def truncate_events(self, offset: int) -> None:
         """Drop events logged after the checkpoint a resume starts from."""
@@ -232,6 +238,7 @@ def attach_run(learn: "Learner", runs: str | Path | None = None, run_dir: str | 
         path = Path(run_dir)
         if not (path / "config.yaml").exists():
             raise CheckpointError(f"{path} is not a run folder (no config.yaml); nothing to resume.")
+        remove_partial_files(path)
         remove_partial_files(path / "models")
         checkpoint = latest_checkpoint(path / "models")
     else:
@@ -252,13 +259,16 @@ def attach_run(learn: "Learner", runs: str | Path | None = None, run_dir: str | 
             F.write_config(path, settings if settings is not None else learner_settings(learn), info)
     cb = RunCallback(path, keep=keep, finish_each_fit=finish_each_fit, resume_hint=resume_hint.format(run_dir=path))
     learn.path = path
-    if resume:
-        offset = checkpoint.position.extra.get("events_offset", 0) if checkpoint is not None else 0
-        cb.truncate_events(offset)
-        if checkpoint is None:
-            (path / "log.csv").unlink(missing_ok=True)
-        learn.resume_from = checkpoint
     learn.add_cbs([CSVLogger(path.resolve() / "log.csv"), cb])
     if not resume:
         F.write_status(path, "running")
+    elif checkpoint is None:  # killed before the first checkpoint: start from the beginning
+        cb.truncate_events(0)
+        (path / "log.csv").unlink(missing_ok=True)
+    else:
+        cb.truncate_events(checkpoint.position.extra.get("events_offset", 0))
+        # The state right away (a script whose fits had all finished ends with it); everything again,
+        # random state included, when the learner reaches the interrupted fit.
+        checkpoint.restore(learn, rng=False)
+        learn.resume_from = checkpoint
     return cb

@@ -211,10 +211,11 @@ class Checkpoint:
         self.restore(learn)
         return (pos.epoch, pos.iter, True) if pos.inside_fit else (0, 0, False)
 
-    def restore(self, learn: "Learner") -> None:
-        """Load the learner state and RNG states (without touching the position)."""
+    def restore(self, learn: "Learner", rng: bool = True) -> None:
+        """Load the learner state and (with `rng`) the RNG states, without touching the position."""
         learn.load_state_dict(self.state)
-        set_rng_state(*self.rng)
+        if rng:
+            set_rng_state(*self.rng)
 
 
 def checkpoint_state(learn: "Learner", position: Position) -> tuple[dict[str, torch.Tensor], dict]:

@@ -143,7 +143,8 @@ def resume(run_dir: str | os.PathLike) -> Learner | None:
         raise CheckpointError(f"{run_dir} was trained from Python, so only your script knows its steps: rerun it "
                               f"with vision_learner(..., run_dir={str(run_dir)!r}, resume=True).")
     if F.run_status(run_dir) == "finished":
-        _console.notice(f"{run_dir} has finished already; nothing to resume (`visiontune rerun` trains it again).")
+        _console.err.print(f"{run_dir} has finished already; nothing to resume (`visiontune rerun` trains it again).",
+                           highlight=False)
         return None
     cfg = TrainConfig.from_dict(record)
     seed_everything(cfg.seed, cfg.deterministic)
@@ -158,9 +159,7 @@ def resume(run_dir: str | os.PathLike) -> Learner | None:
     _console.out.print(f"resuming {run_dir} from " + (plan.position.describe() if plan else "the beginning (no checkpoint "
                                                       "was complete)"), highlight=False)
     train_phases(learn, cfg)
-    if learn.resume_from is not None:  # every phase had finished; only the final writing was missing
-        learn.resume_from.restore(learn)
-        learn.resume_from = None
+    learn.resume_from = None  # if every phase had finished, attach_run already restored the final state
     _finish(cb)
     return learn
 

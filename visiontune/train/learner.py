@@ -450,8 +450,20 @@ class Learner:
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict() if self.opt is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "callbacks": {cb.name: cb.state_dict() for cb in self.cbs if hasattr(cb, "state_dict")},
+            "callbacks": {name: cb.state_dict() for name, cb in self._stateful_cbs().items()},
         }
+
+    def _stateful_cbs(self) -> dict[str, Callback]:
+        """Callbacks with state by name (a second callback of the same name gets `_2`, ...)."""
+        out: dict[str, Callback] = {}
+        for cb in self.cbs:
+            if hasattr(cb, "state_dict"):
+                name, i = cb.name, 1
+                while name in out:
+                    i += 1
+                    name = f"{cb.name}_{i}"
+                out[name] = cb
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned (callbacks are matched by name; absent ones are skipped)."""
@@ -463,9 +475,9 @@ class Learner:
         if state.get("scaler") is not None and self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
         saved = state.get("callbacks", {})
-        for cb in self.cbs:
-            if cb.name in saved and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(saved[cb.name])
+        for name, cb in self._stateful_cbs().items():
+            if name in saved and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(saved[name])
 
     # ------------------------------------------------------------------ saving
     def _model_path(self, name: str | os.PathLike) -> Path:
@@ -478,7 +490,10 @@ class Learner:
         """Write the model weights to `path/models/{name}.safetensors` (or to `name` if it is a path)."""
         from ..infer.export import save_weights
 
-        return save_weights(self.model, self._model_path(name), self.data.classes)
+        path = self._model_path(name)
+        if self.resume_from is not None and path.exists():
+            return path  # replaying a resumed script: the interrupted run wrote this file; keep it
+        return save_weights(self.model, path, self.data.classes)
 
     def load(self, name: str | os.PathLike, strict: bool = True) -> "Learner":
         """Load weights written by `save(name)` into this learner's model."""
