@@ -262,6 +262,8 @@ def attach_run(learn: "Learner", runs: str | Path | None = None, run_dir: str | 
     learn.add_cbs([CSVLogger(path.resolve() / "log.csv"), cb])
     if not resume:
         F.write_status(path, "running")
+        if settings is None:
+            _console.notice(f"run folder: {path}")
     elif checkpoint is None:  # killed before the first checkpoint: start from the beginning
         cb.truncate_events(0)
         (path / "log.csv").unlink(missing_ok=True)
