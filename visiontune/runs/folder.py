@@ -15,7 +15,6 @@ import os
 import platform
 import socket
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
