@@ -132,7 +132,7 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     for k in sorted(tensors):
         t = tensors[k]
         h.update(f"{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     return h.hexdigest()
 
 
