@@ -12,6 +12,7 @@ import warnings
 from .app import app
 from . import train as _train  # noqa: F401  (registers train, lr-find, demo)
 from . import data as _data  # noqa: F401  (registers split-valid, sample)
+from . import runs as _runs  # noqa: F401  (registers resume, rerun, runs)
 
 
 def main(argv: list[str] | None = None) -> None:

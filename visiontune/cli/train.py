@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from .. import _console
+from ..errors import ConfigError
 from .app import app, parse_floats
 
 DATA_HELP = "Image folder: DATA/train/<class>/*.jpg (+ DATA/valid/<class>/*.jpg), or DATA/<class>/*.jpg."
@@ -16,7 +16,10 @@ DATA_HELP = "Image folder: DATA/train/<class>/*.jpg (+ DATA/valid/<class>/*.jpg)
 
 @app.command()
 def train(
-    data: Path = typer.Argument(..., help=DATA_HELP),
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Argument(None, help=DATA_HELP + " May come from --config instead."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings (keys as in a run's "
+                                          "config.yaml); flags given on the command line override it."),
     arch: str = typer.Option("efficientnet_lite0", help="Backbone: efficientnet_lite0 (embedded), resnet18/34/50, or any timm name."),
     size: int = typer.Option(224, help="Image size (pixels, square)."),
     bs: str = typer.Option("64", help="Batch size per process, or 'auto' (largest that fits on the GPU)."),
@@ -44,29 +47,39 @@ def train(
     mixed_precision: Optional[str] = typer.Option(None, help="bf16 | fp16 | off (default: bf16/fp16 on GPUs, off on CPU)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Synchronise BatchNorm statistics across torchrun processes."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (faster steps after a slow first one)."),
+    save_best: bool = typer.Option(False, "--save-best", help="Keep the weights of the best epoch (by --monitor) "
+                                   "and end each phase with them."),
+    early_stop: Optional[int] = typer.Option(None, help="Stop a phase after this many epochs without improvement "
+                                             "in --monitor."),
+    monitor: str = typer.Option("valid_loss", help="What --save-best and --early-stop watch: valid_loss or a metric."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (RUN/tensorboard; needs "
+                                     "the tensorboard extra)."),
+    keep_checkpoints: int = typer.Option(2, help="Checkpoints kept in RUN/models (the newest and fallbacks)."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Ask PyTorch for deterministic GPU kernels "
+                                       "(slower); CPU runs repeat exactly without it."),
 ) -> None:
-    """Train a classifier on an image folder and save the model in a run folder.
+    """Train a classifier on an image folder into a run folder: config.yaml, log.csv, checkpoints every
+    epoch (continue a stopped run with `visiontune resume RUN`), results.json and the model.
 
     On several GPUs: `torchrun --nproc_per_node=N -m visiontune train DATA ...` (--bs is per process)."""
+    from ..distributed import cleanup
     from ..runs.config import TrainConfig
     from ..runs.recipe import train as run_train
-    from ..distributed import cleanup, setup_from_env
-    from ..runs.folder import finish_run, start_run
 
-    setup_from_env()
-    cfg = TrainConfig(
-        data=str(data), arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, valid_pct=valid_pct, seed=seed,
-        out=str(out), weights=str(weights) if weights else None, pretrained=pretrained, augment=augment,
-        schedule=schedule, cycle_len=cycle_len, cycle_mult=cycle_mult, precompute=precompute,
-        unfreeze_epochs=unfreeze_epochs, lrs=parse_floats(lrs, "--lrs"), lr_slice=parse_floats(lr_slice, "--lr-slice"),
-        fine_tune=fine_tune, wd=wd, opt=opt, head=head, device=device, num_workers=num_workers,
-        mixed_precision=None if mixed_precision in (None, "auto") else mixed_precision,
-        sync_bn=sync_bn, compile=compile,
-    )
-    t0 = time.perf_counter()
-    run_dir = start_run(cfg)
-    learn = run_train(cfg)
-    finish_run(learn, cfg, run_dir, time.perf_counter() - t0)
+    values = {name: value for name, value in ctx.params.items() if name != "config"}
+    for key in ("data", "out", "weights"):
+        values[key] = str(values[key]) if values[key] is not None else None
+    for key in ("lrs", "lr_slice"):
+        values[key] = parse_floats(values[key], "--" + key.replace("_", "-"))
+    if config is not None:  # the file, then the flags typed on the command line
+        typed = {k: v for k, v in values.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+        values = {**TrainConfig.load(config).to_dict(), **typed}
+    if not values.get("data"):
+        raise ConfigError("Pass the image folder: visiontune train DATA (or `data:` in the --config file).")
+    if values.get("mixed_precision") == "auto":
+        values["mixed_precision"] = None
+    cfg = TrainConfig.from_dict(values)
+    run_train(cfg)
     cleanup()
 
 
@@ -114,13 +127,9 @@ def demo(
     EfficientNet-Lite0, fastai's fine_tune recipe; prints the epoch table, the accuracy and the saved model."""
     from ..data.demo import digits_folder
     from ..runs.config import TrainConfig
-    from ..runs.folder import finish_run, start_run
     from ..runs.recipe import train as run_train
 
-    t0 = time.perf_counter()
     path = digits_folder()
     cfg = TrainConfig(data=str(path), arch="efficientnet_lite0", size=size, bs=64, epochs=epochs, lr=4e-3,
                       fine_tune=True, freeze_epochs=1, out=str(out), device=device)
-    run_dir = start_run(cfg)
-    learn = run_train(cfg)
-    finish_run(learn, cfg, run_dir, time.perf_counter() - t0)
+    run_train(cfg)

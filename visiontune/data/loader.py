@@ -20,11 +20,12 @@ class EpochSampler(Sampler[int]):
     forwards `set_epoch` and starts a new augmentation pass on each iteration (see ImageDataset)."""
 
     def __init__(self, n: int, shuffle: bool, seed: int = 42, dataset=None):
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.n, self.shuffle, self.seed, self.epoch, self.start = n, shuffle, seed, 0, 0
         self.dataset = dataset
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Order of `epoch`; `start` skips that many items of it (a run resumed in the middle of an epoch)."""
+        self.epoch, self.start = epoch, start
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
 
@@ -32,9 +33,9 @@ class EpochSampler(Sampler[int]):
         if hasattr(self.dataset, "next_pass"):
             self.dataset.next_pass()
         if not self.shuffle:
-            return iter(range(self.n))
+            return iter(range(self.start, self.n))
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(torch.randperm(self.n, generator=g).tolist()[self.start :])
 
     def __len__(self) -> int:
         return self.n
@@ -106,17 +107,31 @@ class DeviceLoader:
                  std: Sequence[float] | None, channels_last: bool = False):
         self.dl, self.device = dl, torch.device(device)
         self.normalize = Normalize(device, mean, std, channels_last)
+        self._skip = 0
+        if dl.generator is None:
+            # The loader draws its workers' base seed from this generator instead of torch's global one, so
+            # starting an epoch does not move the global RNG: a run resumed mid-epoch draws the same
+            # dropout and augmentation numbers as the uninterrupted run.
+            dl.generator = torch.Generator().manual_seed(getattr(dl.sampler, "seed", 0))
 
     @property
     def dataset(self):
         return self.dl.dataset
 
-    def set_epoch(self, epoch: int) -> None:
-        """Shuffle order and augmentation of `epoch` (also for samplers that do not forward it, e.g. DDP's)."""
-        if hasattr(self.dl.sampler, "set_epoch"):
-            self.dl.sampler.set_epoch(epoch)
-        if hasattr(self.dl.dataset, "set_epoch") and not isinstance(self.dl.sampler, EpochSampler):
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Use the order and augmentation of `epoch`, leaving out its first `skip_batches` batches (resuming
+        mid-epoch). Datasets are told the epoch also behind samplers that do not forward it."""
+        sampler = self.dl.sampler
+        if hasattr(sampler, "set_epoch"):
+            if hasattr(sampler, "start"):
+                sampler.set_epoch(epoch, start=skip_batches * (self.dl.batch_size or 1))
+                skip_batches = 0
+            else:
+                sampler.set_epoch(epoch)
+        if hasattr(self.dl.dataset, "set_epoch") and not isinstance(sampler, EpochSampler):
             self.dl.dataset.set_epoch(epoch)
+        self._skip = skip_batches
+        self.dl.generator = torch.Generator().manual_seed(getattr(sampler, "seed", 0) * 100_003 + epoch + 500_009)
 
     def __len__(self) -> int:
         return len(self.dl)
@@ -125,8 +140,12 @@ class DeviceLoader:
         """Yields (x, y, idx): idx are the dataset positions of the items in the batch, so callers know
         which items were left out as undecodable."""
         non_blocking = self.device.type == "cuda"
+        skip, self._skip = self._skip, 0
         for batch in self.dl:
             if not batch:
+                continue
+            if skip:
+                skip -= 1
                 continue
             x, y, idx = batch
             yield self.normalize(x), y.to(self.device, non_blocking=non_blocking), idx

@@ -49,6 +49,12 @@ class TrainConfig:
     mixed_precision: str | None = None
     sync_bn: bool = False
     compile: bool = False
+    save_best: bool = False
+    early_stop: int | None = None
+    monitor: str = "valid_loss"
+    tensorboard: bool = False
+    keep_checkpoints: int = 2
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -70,6 +76,10 @@ class TrainConfig:
             raise ConfigError("Give either lrs (one per layer group) or lr_slice (lo, hi), not both.")
         if self.lr_slice is not None and len(self.lr_slice) != 2:
             raise ConfigError(f"lr_slice needs two numbers (lo, hi), got {self.lr_slice}.")
+        if self.early_stop is not None and self.early_stop < 1:
+            raise ConfigError(f"early_stop is a patience in epochs (at least 1), got {self.early_stop}.")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}.")
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -77,11 +87,29 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build from a mapping (e.g. a YAML file); unknown keys are an error listing the valid ones."""
+        """Build from a mapping (e.g. a YAML file); unknown keys are an error listing the valid ones.
+
+        Values are checked against the field types, so YAML's `lr: 1e-3` (a string to YAML) reads as a number."""
         unknown = sorted(set(d) - set(cls.fields()))
         if unknown:
             raise ConfigError(f"Unknown config key(s): {', '.join(unknown)}. Valid keys: {', '.join(cls.fields())}.")
-        return cls(**d)
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        return cls(**{k: coerce(k, v, types[k]) for k, v in d.items()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        """Read a YAML config: a file you wrote, or a run's config.yaml (its `_run` record is left aside)."""
+        from .folder import read_config
+
+        d = read_config(path)
+        d.pop("_run", None)
+        return cls.from_dict(d)
+
+    def replace(self, overrides: dict[str, Any] | list[str]) -> "TrainConfig":
+        """A copy with some settings changed: a dict, or `key=value` strings as `--set` gives them."""
+        if isinstance(overrides, (list, tuple)):
+            overrides = parse_overrides(overrides)
+        return TrainConfig.from_dict({**self.to_dict(), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,3 +126,47 @@ class TrainConfig:
     @property
     def data_path(self) -> Path:
         return Path(self.data).expanduser()
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['epochs=5', 'lr=1e-3', 'lrs=1e-5,1e-4,1e-3'] -> {'epochs': '5', ...}; from_dict converts the types."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes key=value (for example --set epochs=5); got {item!r}.")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def coerce(key: str, value: Any, type_text: str) -> Any:
+    """Convert `value` (from YAML or the command line) to the field's type, or say clearly why not."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", "~", "") and "None" in type_text:
+        return None
+    try:
+        if type_text.startswith("list"):
+            if isinstance(value, str):
+                value = [v for v in value.strip("[]").split(",") if v.strip()]
+            if value is None:
+                return None
+            item = float if "float" in type_text else str
+            return [item(v.strip() if isinstance(v, str) else v) for v in value]
+        if value is None:
+            return None
+        if type_text.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if type_text.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if type_text.startswith("float"):
+            return float(value)
+        return str(value) if not isinstance(value, str) else value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be {type_text.replace(' | None', ' (or null)')}; got {value!r}.") from None

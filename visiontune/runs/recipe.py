@@ -1,8 +1,11 @@
-"""`train(config)`: the whole `visiontune train` pipeline as one Python call (the CLI is a thin layer on it)."""
+"""`train(config)`, `resume(run_dir)` and `rerun(config.yaml)`: the `visiontune train | resume | rerun`
+pipelines as Python calls (the CLI is a thin layer on them)."""
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -11,16 +14,26 @@ import torch
 from .. import _console
 from ..data import ImageData
 from ..distributed import is_main_process, setup_from_env, world_size
+from ..errors import CheckpointError
 from ..train import Callback, Learner, vision_learner
 from ..train.oom import find_batch_size
+from ..train.tracking import EarlyStopping, SaveBest, TensorBoardLogger
+from . import folder as F
 from .config import TrainConfig
 
+CLI_RESUME_HINT = "visiontune resume {run_dir}"
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so a run on the CPU repeats exactly."""
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch so a run on the CPU repeats exactly. `deterministic` also asks PyTorch
+    for deterministic GPU kernels (slower; ops without one warn)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
 
 
 def build_data(cfg: TrainConfig) -> ImageData:
@@ -28,6 +41,18 @@ def build_data(cfg: TrainConfig) -> ImageData:
         cfg.data_path, valid_pct=cfg.valid_pct, seed=cfg.seed, size=cfg.size, bs=64 if cfg.bs == "auto" else cfg.bs,
         augment=cfg.augment, num_workers=cfg.num_workers,
     )
+
+
+def config_callbacks(cfg: TrainConfig) -> list[Callback]:
+    """The callbacks the config asks for: SaveBest, EarlyStopping, TensorBoardLogger."""
+    cbs: list[Callback] = []
+    if cfg.save_best:
+        cbs.append(SaveBest(monitor=cfg.monitor))
+    if cfg.early_stop:
+        cbs.append(EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stop))
+    if cfg.tensorboard:
+        cbs.append(TensorBoardLogger("tensorboard"))
+    return cbs
 
 
 def build_learner(cfg: TrainConfig, data: ImageData, cbs: Iterable[Callback] = ()) -> Learner:
@@ -65,22 +90,92 @@ def train_phases(learn: Learner, cfg: TrainConfig, cbs: Iterable[Callback] = ())
         run_phase(learn, cfg, cfg.unfreeze_epochs, cfg.unfreeze_lrs(), cbs)
 
 
-def train(cfg: TrainConfig, cbs: Iterable[Callback] = ()) -> Learner:
-    """Build data and learner from `cfg`, train, and return the learner. Under torchrun this joins the
-    process group first and trains with DistributedDataParallel."""
-    setup_from_env()
-    seed_everything(cfg.seed)
-    data = build_data(cfg)
-    say = not _console.quiet() and is_main_process()
-    if say:
+def _announce(learn: Learner, cfg: TrainConfig, data: ImageData) -> None:
+    if not _console.quiet() and is_main_process():
         _console.out.print(data.summary())
-    learn = build_learner(cfg, data)
-    if cfg.bs == "auto":
-        find_batch_size(learn)
-    if say:
         where = learn.model.backbone.weights_source
         ranks = f" x {world_size()} processes (global batch size {data.bs * world_size()})" if world_size() > 1 else ""
         amp = f", mixed precision {learn.mixed_precision}" if learn.mixed_precision else ""
         _console.out.print(f"model: {cfg.arch} ({where} weights) on {learn.device}{ranks}{amp}")
+
+
+def _resolved(cfg: TrainConfig, learn: Learner) -> dict:
+    """What the defaults resolved to on this machine (recorded under `_run` in config.yaml)."""
+    return {"source": "visiontune train", "device": str(learn.device), "mixed_precision": learn.mixed_precision,
+            "num_workers": learn.data.default_workers(learn.device), "data_path": str(cfg.data_path.resolve())}
+
+
+def train(cfg: TrainConfig, cbs: Iterable[Callback] = (), run: bool = True) -> Learner:
+    """Build data and learner from `cfg` and train. With `run` (the default) everything goes to a new run
+    folder under `cfg.out` (`learn.run.path`), checkpointed every epoch so `resume` can continue it. Under
+    torchrun this joins the process group first and trains with DistributedDataParallel."""
+    setup_from_env()
+    seed_everything(cfg.seed, cfg.deterministic)
+    data = build_data(cfg)
+    learn = build_learner(cfg, data, cbs=config_callbacks(cfg))
+    if cfg.bs == "auto":
+        find_batch_size(learn)
+    _announce(learn, cfg, data)
+    if not run:
+        train_phases(learn, cfg, cbs)
+        return learn
+    settings = {**cfg.to_dict(), "data": str(cfg.data_path.resolve()), "out": str(Path(cfg.out).expanduser().resolve())}
+    cb = _attach(learn, cfg, runs=cfg.out, settings=settings, name=F.run_name(cfg), run_info=_resolved(cfg, learn))
+    if not _console.quiet() and is_main_process():
+        _console.out.print(f"run folder: {cb.path}")
     train_phases(learn, cfg, cbs)
+    _finish(cb)
     return learn
+
+
+def _finish(cb) -> dict:
+    results = cb.finish()
+    if not _console.quiet():
+        F.print_summary(results, cb.path)
+    return results
+
+
+def _attach(learn: Learner, cfg: TrainConfig, **kwargs):
+    from .autosave import attach_run
+
+    return attach_run(learn, keep=cfg.keep_checkpoints, finish_each_fit=False, resume_hint=CLI_RESUME_HINT, **kwargs)
+
+
+def resume(run_dir: str | os.PathLike) -> Learner | None:
+    """Continue an interrupted `visiontune train` run from its newest readable checkpoint, in the same folder,
+    with the same settings, lr schedule and random state; returns the learner (None if it had finished)."""
+    run_dir = Path(run_dir)
+    record = F.read_config(run_dir)
+    info = record.pop("_run", {}) or {}
+    if info.get("source") == "python":
+        raise CheckpointError(f"{run_dir} was trained from Python, so only your script knows its steps: rerun it "
+                              f"with vision_learner(..., run_dir={str(run_dir)!r}, resume=True).")
+    if F.run_status(run_dir) == "finished":
+        _console.err.print(f"{run_dir} has finished already; nothing to resume (`visiontune rerun` trains it again).",
+                           highlight=False)
+        return None
+    cfg = TrainConfig.from_dict(record)
+    seed_everything(cfg.seed, cfg.deterministic)
+    data = build_data(cfg)
+    if info.get("data_fingerprint") and data.fingerprint() != info["data_fingerprint"]:
+        _console.notice(f"the data in {cfg.data_path} changed since this run started (files added, removed or "
+                        f"modified): the resumed epochs see the new data.")
+    learn = build_learner(cfg, data, cbs=config_callbacks(cfg))
+    _announce(learn, cfg, data)
+    cb = _attach(learn, cfg, run_dir=run_dir, resume=True)
+    plan = learn.resume_from
+    _console.out.print(f"resuming {run_dir} from " + (plan.position.describe() if plan else "the beginning (no checkpoint "
+                                                      "was complete)"), highlight=False)
+    train_phases(learn, cfg)
+    learn.resume_from = None  # if every phase had finished, attach_run already restored the final state
+    _finish(cb)
+    return learn
+
+
+def rerun(config: str | os.PathLike, overrides: list[str] | dict | None = None) -> Learner:
+    """Train again from a run's config.yaml (or any config file) in a new run folder, optionally changing
+    settings (`["epochs=5", "lr=1e-3"]`). With the same seed on the CPU the metrics repeat exactly."""
+    cfg = TrainConfig.load(config)
+    if overrides:
+        cfg = cfg.replace(overrides)
+    return train(cfg)

@@ -114,7 +114,10 @@ class Learner:
         self._loaders: dict = {}
         self.epoch = self.n_epoch = self.iter = self.n_iter = self.train_iter = 0
         self.training = False
-        self.resuming = False
+        self.resuming = False  # True during a fit that continues an interrupted one
+        self.n_fits = 0  # fits started on this learner: a resumed run skips those that had finished
+        self.resume_from = None  # set by visiontune.runs: the checkpoint an interrupted run continues from
+        self.start_iter = 0  # batches of the first epoch already done before the interruption
         self.valid_loss = float("nan")
         self.last_metrics: dict[str, float] = {}
         self.frozen_to = 0
@@ -343,10 +346,11 @@ class Learner:
         self.training = True
         self._set_train_mode()
         dl = self.train_dl
-        dl.set_epoch(self.epoch)
+        start, self.start_iter = self.start_iter, 0
+        dl.set_epoch(self.epoch, skip_batches=start)
         self.n_iter = len(dl)
         self._event("before_train")
-        for self.iter, (xb, yb) in enumerate(dl):
+        for self.iter, (xb, yb) in enumerate(dl, start):
             self.train_iter = self.epoch * self.n_iter + self.iter
             self._do_batch(xb, yb)
         self._event("after_train")
@@ -384,6 +388,10 @@ class Learner:
              cbs: Iterable[Callback] = (), start_epoch: int = 0) -> None:
         from . import oom
 
+        fit_index, self.n_fits = self.n_fits, self.n_fits + 1
+        plan = self.resume_from
+        if plan is not None and fit_index < plan.fit_index:
+            return  # this fit had finished before the interruption; the checkpoint holds its result
         if self.opt is None:
             self.create_opt()
         base = lr_per_group(self.lr if lrs is None else lrs, self.n_groups)
@@ -395,19 +403,22 @@ class Learner:
         saved = oom.snapshot(self)
         while True:
             try:
-                self._run_fit(n_epoch, schedule, base, cbs, start_epoch)
+                self._run_fit(n_epoch, schedule, base, cbs, start_epoch, plan)
                 self.retrying = False
                 return
             except _OOMRetry:
                 oom.restore(self, saved)
-                self.retrying = True
+                self.retrying, plan = True, None
 
     def _run_fit(self, n_epoch: int, schedule: S.Schedule, base: list[float], cbs: Iterable[Callback],
-                 start_epoch: int) -> None:
+                 start_epoch: int, plan=None) -> None:
         from . import oom
 
         self._fit_steps = 0
         with self.added_cbs([ParamScheduler(schedule, base), *cbs]):
+            if plan is not None:
+                start_epoch, self.start_iter, self.resuming = plan.enter(self)
+                self.resume_from = None
             try:
                 self._wrap_ddp()
                 self._event("before_fit")
@@ -508,6 +519,43 @@ class Learner:
 
         return predict(self, item)
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Weights, optimizer, grad scaler and every stateful callback's state (the recorder's history,
+        SaveBest's best value, ...) by callback name: what a checkpoint needs to continue training."""
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict() if self.opt is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "callbacks": {name: cb.state_dict() for name, cb in self._stateful_cbs().items()},
+        }
+
+    def _stateful_cbs(self) -> dict[str, Callback]:
+        """Callbacks with state by name (a second callback of the same name gets `_2`, ...)."""
+        out: dict[str, Callback] = {}
+        for cb in self.cbs:
+            if hasattr(cb, "state_dict"):
+                name, i = cb.name, 1
+                while name in out:
+                    i += 1
+                    name = f"{cb.name}_{i}"
+                out[name] = cb
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned (callbacks are matched by name; absent ones are skipped)."""
+        self.model.load_state_dict(state["model"])
+        if state.get("opt") is not None:
+            if self.opt is None:
+                self.create_opt()
+            self.opt.load_state_dict(state["opt"])
+        if state.get("scaler") is not None and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        saved = state.get("callbacks", {})
+        for name, cb in self._stateful_cbs().items():
+            if name in saved and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(saved[name])
+
     # ------------------------------------------------------------------ saving
     def _model_path(self, name: str | os.PathLike) -> Path:
         p = Path(name)
@@ -519,7 +567,10 @@ class Learner:
         """Write the model weights to `path/models/{name}.safetensors` (or to `name` if it is a path)."""
         from ..infer.export import save_weights
 
-        return save_weights(self.model, self._model_path(name), self.data.classes)
+        path = self._model_path(name)
+        if self.resume_from is not None and path.exists():
+            return path  # replaying a resumed script: the interrupted run wrote this file; keep it
+        return save_weights(self.model, path, self.data.classes)
 
     def load(self, name: str | os.PathLike, strict: bool = True) -> "Learner":
         """Load weights written by `save(name)` into this learner's model."""

@@ -24,17 +24,20 @@ class Recorder(Callback):
         self.moms: list[float] = []
         self.losses: list[float] = []
         self.metric_names: list[str] = []
+        self._sum, self._n, self._elapsed = 0.0, 0, 0.0  # the epoch in progress (kept in checkpoints)
 
     # --------------------------------------------------------------- events
     def before_fit(self) -> None:
-        if not self.learn.retrying:
-            self.phase += 1
-        if getattr(self.learn, "resuming", False) and self.rows:
-            self.phase = self.rows[-1]["phase"]
-        self.lrs, self.moms, self.losses = [], [], []
+        if not getattr(self.learn, "resuming", False):  # a resumed fit keeps its phase and batch lists
+            if not self.learn.retrying:  # a fit restarted after an out-of-memory error keeps its phase
+                self.phase += 1
+            self.lrs, self.moms, self.losses = [], [], []
         self.metric_names = [m.name for m in self.learn.metrics]
 
     def before_epoch(self) -> None:
+        if getattr(self.learn, "start_iter", 0):  # resuming mid-epoch: keep the restored partial sums
+            self._t0 = time.perf_counter() - self._elapsed
+            return
         self._t0 = time.perf_counter()
         self._sum, self._n = 0.0, 0
 
@@ -70,14 +73,20 @@ class Recorder(Callback):
         return self.rows[-1] if self.rows else {}
 
     def state_dict(self) -> dict:
+        elapsed = time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
         return {"rows": self.rows, "batch_history": self.batch_history, "phase": self.phase,
-                "epoch_ends": self.epoch_ends}
+                "epoch_ends": self.epoch_ends, "lrs": self.lrs, "moms": self.moms, "losses": self.losses,
+                "epoch_progress": {"sum": self._sum, "n": self._n, "seconds": elapsed}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rows = list(state.get("rows", []))
+        self.rows = [dict(r) for r in state.get("rows", [])]
         self.batch_history = [tuple(x) for x in state.get("batch_history", [])]
         self.phase = int(state.get("phase", -1))
         self.epoch_ends = list(state.get("epoch_ends", []))
+        self.lrs, self.moms, self.losses = (list(state.get(k, [])) for k in ("lrs", "moms", "losses"))
+        progress = state.get("epoch_progress", {})
+        self._sum, self._n = float(progress.get("sum", 0.0)), int(progress.get("n", 0))
+        self._elapsed = float(progress.get("seconds", 0.0))
 
     def plot_losses(self, path: str | Path | None = None):
         """Training loss per batch and validation loss per epoch, over all fits."""

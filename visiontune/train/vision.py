@@ -29,6 +29,9 @@ def vision_learner(
     concat_pool: bool = True,
     cbs: Iterable[Callback] = (),
     device=None,
+    runs: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
     **kwargs,
 ) -> Learner:
     """A Learner for `data` with the `arch` body (weights: `weights` file -> cache -> hub; the default
@@ -37,6 +40,9 @@ def vision_learner(
     `precompute=True` trains the head on cached body activations (seconds per epoch on a CPU);
     `head="linear"` puts a single linear layer on the features instead of fastai's head.
     `metrics` defaults to accuracy, or to accuracy_multi and fbeta (F2) for multi-label data (lesson 2).
+    `runs="runs"` records every fit in a new run folder `runs/<dataset>/<time>-<arch>-<size>-bs<bs>/` (config,
+    log, checkpoints every epoch, results, model); `run_dir=` names the folder; with `resume=True` an
+    interrupted run continues there: rerun the same script, finished fits are skipped.
     """
     if metrics is None:
         metrics = ("accuracy_multi", "fbeta") if getattr(data, "is_multi_label", False) else ("accuracy",)
@@ -48,4 +54,10 @@ def vision_learner(
     learn.freeze()
     if precompute:
         learn.precompute = True
+    if runs is not None or run_dir is not None:
+        from ..runs.autosave import attach_run
+
+        attach_run(learn, runs=runs, run_dir=run_dir, resume=resume)
+    elif resume:
+        raise ConfigError("resume=True needs run_dir=: the folder of the run to continue.")
     return learn
