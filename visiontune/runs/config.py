@@ -68,8 +68,10 @@ class TrainConfig:
                 raise ConfigError(f"bs must be a positive integer or 'auto', got {self.bs!r}.") from None
         for name in ("epochs", "size", "bs"):
             value = getattr(self, name)
-            if value != "auto" and int(value) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}.")
+            least = 0 if name == "epochs" and self.unfreeze_epochs and not self.fine_tune else 1
+            if value != "auto" and int(value) < least:
+                raise ConfigError(f"{name} must be at least {least}, got {value}"
+                                  + (" (0 frozen epochs works with --unfreeze-epochs)." if name == "epochs" else "."))
         if self.unfreeze_epochs < 0 or self.freeze_epochs < 0:
             raise ConfigError("unfreeze_epochs and freeze_epochs cannot be negative.")
         if self.lrs is not None and self.lr_slice is not None:

@@ -84,7 +84,8 @@ def train_phases(learn: Learner, cfg: TrainConfig, cbs: Iterable[Callback] = ())
         learn.fine_tune(cfg.epochs, base_lr=cfg.lr or 2e-3, freeze_epochs=cfg.freeze_epochs, lr_mult=cfg.lr_mult,
                         cbs=cbs)
         return
-    run_phase(learn, cfg, cfg.epochs, cfg.lr, cbs)
+    if cfg.epochs:
+        run_phase(learn, cfg, cfg.epochs, cfg.lr, cbs)
     if cfg.unfreeze_epochs:
         learn.unfreeze()
         run_phase(learn, cfg, cfg.unfreeze_epochs, cfg.unfreeze_lrs(), cbs)

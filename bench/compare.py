@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""visiontune vs fastai vs a bare PyTorch loop, side by side on real data, in one command.
+
+    python -m bench.compare [--data /tmp/fmnist] [--rounds 3] [--size 64] [--epochs 2] [--append]
+
+Runs visiontune (bench/visiontune_subject.py, this Python) and fastai (bench/fastai_peer.py, in a
+throwaway venv made by bench/setup_fastai.sh) in A B A B order, `--rounds` times each, then the
+bare-loop ceiling (bench/ceiling.py). Each figure is the median over rounds; ratios are taken between
+those medians of the same invocation. Writes bench/results/compare-<time>.json and, with --append, a
+markdown table at the end of BENCHMARKS.md.
+
+Data: `apt-get install -y dataset-fashion-mnist` then `python /work/shared/bench/make_fmnist.py /tmp/fmnist`
+(5,000 train / 1,000 valid, the default; `--full` there for 60,000 / 10,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# (key, label, unit, higher_is_better)
+FIGURES = [
+    ("first_batch_s", "import -> first training batch", "s", False),
+    ("lr_find_s", "lr_find (100 iterations)", "s", False),
+    ("frozen_epoch_s", "frozen epoch (images, train + valid)", "s", False),
+    ("precompute_epoch_s", "frozen epoch on precomputed activations", "s", False),
+    ("precompute_build_s", "precompute: cold cache build", "s", False),
+    ("unfrozen_epoch_s", "unfrozen epoch (train + valid)", "s", False),
+    ("unfrozen_train_img_s", "unfrozen training throughput", "img/s", True),
+    ("final_valid_acc", "valid accuracy after fine_tune", "", True),
+    ("get_preds_img_s", "get_preds", "img/s", True),
+    ("tta_img_s", "TTA (4 augmented + 1 plain)", "img/s", True),
+    ("tta_acc", "valid accuracy with TTA", "", True),
+    ("peak_rss_mb", "peak RSS (main process)", "MiB", False),
+]
+
+
+def log(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def run_json(cmd: list[str], env: dict | None = None) -> dict:
+    log("$ " + " ".join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if r.returncode != 0:
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def median_of(runs: list[dict], key: str):
+    vals = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, unit="") -> str:
+    if v is None:
+        return "—"
+    if unit == "" and isinstance(v, float) and v <= 1:
+        return f"{v:.4f}"
+    return f"{v:,.1f} {unit}".strip() if v < 100 else f"{v:,.0f} {unit}".strip()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("/tmp/fmnist"))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--bs", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--fastai-venv", type=Path, default=Path("/tmp/vt-bench-fastai-venv"))
+    p.add_argument("--wait-quiet", type=float, default=120, help="each run first waits up to this for an idle CPU")
+    p.add_argument("--skip-fastai", action="store_true")
+    p.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
+    a = p.parse_args()
+    if not (a.data / "train").is_dir():
+        raise SystemExit(f"{a.data} has no train/ folder: apt-get install -y dataset-fashion-mnist && "
+                         f"python /work/shared/bench/make_fmnist.py {a.data}")
+    common = [str(a.data), "--size", str(a.size), "--bs", str(a.bs), "--epochs", str(a.epochs),
+              "--threads", str(a.threads), "--wait-quiet", str(a.wait_quiet)]
+    fastai_py = a.fastai_venv / "bin" / "python"
+    if not a.skip_fastai:
+        subprocess.run(["bash", str(HERE / "setup_fastai.sh"), str(a.fastai_venv)], check=True)
+
+    vt_runs, fa_runs = [], []
+    for i in range(a.rounds):
+        log(f"round {i + 1}/{a.rounds}")
+        vt_runs.append(run_json([sys.executable, str(HERE / "visiontune_subject.py"), *common]))
+        if not a.skip_fastai:
+            fa_runs.append(run_json([str(fastai_py), str(HERE / "fastai_peer.py"), *common]))
+    ceiling = run_json([sys.executable, str(HERE / "ceiling.py"), str(a.data), "--size", str(a.size), "--bs",
+                        str(a.bs), "--threads", str(a.threads), "--repeats", "3", "--wait-quiet", str(a.wait_quiet)])
+
+    rows = []
+    for key, label, unit, higher in FIGURES:
+        v, f = median_of(vt_runs, key), median_of(fa_runs, key)
+        ratio = None
+        if v and f and unit != "" and key not in ("peak_rss_mb",):
+            ratio = (v / f) if higher else (f / v)  # > 1: visiontune faster
+        rows.append({"figure": key, "label": label, "unit": unit, "visiontune": v, "fastai": f,
+                     "speedup_vs_fastai": ratio})
+    # precompute head epoch vs fastai's frozen epoch: the course's precompute claim
+    pre, fa_frozen = median_of(vt_runs, "precompute_epoch_s"), median_of(fa_runs, "frozen_epoch_s")
+    best = ceiling.get("best", {})
+    fractions = {
+        "visiontune_unfrozen": (median_of(vt_runs, "unfrozen_train_img_s") or 0) / best["unfrozen"]["train_img_s"],
+        "fastai_unfrozen": (median_of(fa_runs, "unfrozen_train_img_s") or 0) / best["unfrozen"]["train_img_s"],
+        "visiontune_frozen": (median_of(vt_runs, "frozen_train_img_s") or 0) / best["frozen_bn"]["train_img_s"],
+        "fastai_frozen": (median_of(fa_runs, "frozen_train_img_s") or 0) / best["frozen_bn"]["train_img_s"],
+        "visiontune_get_preds": (median_of(vt_runs, "get_preds_img_s") or 0) / best["infer_img_s"],
+        "fastai_get_preds": (median_of(fa_runs, "get_preds_img_s") or 0) / best["infer_img_s"],
+    }
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    report = {
+        "date": stamp, "cpu": cpu_model(), "cores": os.cpu_count(), "args": {k: str(v) for k, v in vars(a).items()},
+        "versions": {"visiontune": vt_runs[0].get("visiontune"), "fastai": fa_runs[0].get("fastai") if fa_runs else None,
+                     "torch": vt_runs[0].get("torch")},
+        "rows": rows, "precompute_vs_fastai_frozen": (fa_frozen / pre) if pre and fa_frozen else None,
+        "fraction_of_ceiling": fractions, "ceiling": best, "visiontune_runs": vt_runs, "fastai_runs": fa_runs,
+        "foreign_cpu": {"visiontune": [r.get("foreign_cpu") for r in vt_runs], "fastai": [r.get("foreign_cpu") for r in fa_runs]},
+    }
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"compare-{stamp}.json").write_text(json.dumps(report, indent=1))
+
+    md = [f"\n### visiontune vs fastai vs bare loop — {datetime.now():%Y-%m-%d %H:%M}\n",
+          f"`python -m bench.compare --data {a.data} --rounds {a.rounds} --size {a.size} --epochs {a.epochs}` on "
+          f"{os.cpu_count()} cores ({cpu_model()}), torch {report['versions']['torch']}, fastai "
+          f"{report['versions']['fastai']}, visiontune {report['versions']['visiontune']}; Fashion-MNIST "
+          f"{vt_runs[0].get('n_train_per_epoch')} train / {vt_runs[0].get('n_valid')} valid, Lite0 (embedded weights), "
+          f"bs {a.bs}, {a.threads} threads, fine_tune(1 frozen + {a.epochs} unfrozen); medians of {a.rounds} rounds "
+          f"run A B A B. Other processes' CPU share during the runs (0 = quiet): visiontune "
+          f"{report['foreign_cpu']['visiontune']}, fastai {report['foreign_cpu']['fastai']}.\n",
+          "| figure | visiontune | fastai | visiontune speed-up |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        sp = f"{r['speedup_vs_fastai']:.2f}x" if r["speedup_vs_fastai"] else ""
+        md.append(f"| {r['label']} | {fmt(r['visiontune'], r['unit'])} | {fmt(r['fastai'], r['unit'])} | {sp} |")
+    if report["precompute_vs_fastai_frozen"]:
+        md.append(f"| precomputed head epoch vs fastai's frozen epoch | | | {report['precompute_vs_fastai_frozen']:.1f}x |")
+    md.append("")
+    md.append(f"Fraction of the bare-loop ceiling ({best.get('unfrozen', {}).get('train_img_s', 0):.0f} img/s unfrozen, "
+              f"{best.get('frozen_bn', {}).get('train_img_s', 0):.0f} img/s frozen with BatchNorm training, "
+              f"{best.get('infer_img_s', 0):.0f} img/s inference): "
+              + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in fractions.items()) + ".\n")
+    text = "\n".join(md)
+    print(text)
+    if a.append:
+        with open(ROOT / "BENCHMARKS.md", "a") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Time visiontune on an image folder with the same recipe as bench/fastai_peer.py: the subject of the suite.
+
+    python bench/visiontune_subject.py DATA [--size 64] [--bs 64] [--epochs 2] [--base-lr 2e-3] [--threads 2]
+        [--measure lr_find,precompute,fine_tune,get_preds,tta] [--no-aug]
+
+Same backbone (EfficientNet-Lite0, embedded weights), size, batch size, epochs, learning rates and thread
+count as the peer; augmentation `side_on` stands for fastai's `aug_transforms()` (flip, rotate, zoom, warp,
+lighting). Prints ONE JSON line with the peer's keys (see fastai_peer.py), plus:
+  precompute_build_s      cold build of the activation cache (train + valid)
+  precompute_epoch_s      median head epoch on cached activations (train + validation)
+"""
+import time
+
+T0 = time.perf_counter()
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+MEASURES = ("lr_find", "precompute", "fine_tune", "get_preds", "tta")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data", type=Path)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--bs", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--freeze-epochs", type=int, default=1)
+    p.add_argument("--base-lr", type=float, default=2e-3)
+    p.add_argument("--lr-mult", type=float, default=100)
+    p.add_argument("--lr-find-iters", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--no-aug", action="store_true")
+    p.add_argument("--infer-repeats", type=int, default=3)
+    p.add_argument("--measure", default=",".join(MEASURES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wait-quiet", type=float, default=0)
+    a = p.parse_args()
+    a.measure = a.measure.split(",")
+    return a
+
+
+ARGS = parse_args()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import CpuWatch, machine_info, peak_rss_mb, wait_for_quiet  # noqa: E402
+
+WAITED_S = wait_for_quiet(ARGS.wait_quiet) if ARGS.wait_quiet else 0.0
+if ARGS.wait_quiet:
+    T0 = time.perf_counter()
+WATCH = CpuWatch().__enter__()
+MACHINE = machine_info()
+os.environ.setdefault("VISIONTUNE_HOME", tempfile.mkdtemp(prefix="vt-bench-home-"))  # cold caches
+os.environ.setdefault("VISIONTUNE_QUIET", "1")
+
+import visiontune as vt  # noqa: E402
+
+IMPORT_S = time.perf_counter() - T0
+
+import torch  # noqa: E402
+from visiontune.train import Callback  # noqa: E402
+
+
+class FirstBatch(Callback):
+    order = -30
+
+    def __init__(self):
+        self.at = None
+
+    def before_batch(self):
+        if self.learn.training and self.at is None:
+            self.at = time.perf_counter() - T0
+
+
+class EpochTimer(Callback):
+    """Train and validation seconds of each epoch, per fit."""
+
+    order = -30
+
+    def __init__(self):
+        self.fits = []
+
+    def before_fit(self):
+        self.fits.append([])
+
+    def before_epoch(self):
+        self._watch = CpuWatch().__enter__()
+        self._t0 = time.perf_counter()
+
+    def before_validate(self):
+        self._t1 = time.perf_counter()
+
+    def after_epoch(self):
+        t2 = time.perf_counter()
+        self._watch.__exit__(None, None, None)
+        self.fits[-1].append({"train_s": self._t1 - self._t0, "valid_s": t2 - self._t1,
+                              "foreign_cpu": self._watch.foreign_cpu})
+
+
+def phase_figures(name, epochs, n_train):
+    if not epochs:
+        return {}
+    train = statistics.median(e["train_s"] for e in epochs)
+    valid = statistics.median(e["valid_s"] for e in epochs)
+    return {f"{name}_epoch_s": train + valid, f"{name}_train_s": train, f"{name}_valid_s": valid,
+            f"{name}_train_img_s": n_train / train,
+            f"{name}_epochs": [{k: round(v, 3) for k, v in e.items() if v is not None} for e in epochs]}
+
+
+def timed(fn, repeats=1):
+    secs, foreign, out = [], [], None
+    for _ in range(repeats):
+        with CpuWatch() as w:
+            t = time.perf_counter()
+            out = fn()
+            secs.append(time.perf_counter() - t)
+        foreign.append(w.foreign_cpu)
+    return statistics.median(secs), [round(s, 3) for s in secs], foreign, out
+
+
+def accuracy_of(probs, targs):
+    return (probs.argmax(1) == targs).float().mean().item()
+
+
+def make(a, first=None, precompute=False):
+    from visiontune.runs.recipe import seed_everything
+
+    seed_everything(a.seed)
+    data = vt.ImageData.from_folder(a.data, size=a.size, bs=a.bs, seed=a.seed, num_workers=a.num_workers,
+                                    augment=None if a.no_aug else "side_on")
+    return vt.vision_learner(data, "efficientnet_lite0", cbs=[first] if first else [], precompute=precompute)
+
+
+def run(a) -> dict:
+    torch.set_num_threads(a.threads)
+    first, timer = FirstBatch(), EpochTimer()
+    learn = make(a, first)
+    n_train = len(learn.data.train_ds) // a.bs * a.bs
+    n_valid = len(learn.data.valid_ds)
+    res = {"num_workers": learn.data.default_workers(learn.device), "n_train_per_epoch": n_train, "n_valid": n_valid}
+
+    if "lr_find" in a.measure:
+        secs, _, foreign, r = timed(lambda: learn.lr_find(num_it=a.lr_find_iters))
+        res.update(lr_find_s=secs, lr_find_foreign_cpu=foreign[0], lr_find_iters=len(r.lrs), lr_find_valley=r.valley)
+
+    if "precompute" in a.measure:
+        pre = make(a, precompute=True)
+        secs, _, foreign, _ = timed(lambda: (pre.dl("train"), pre.dl("valid")))
+        ptimer = EpochTimer()
+        pre.fit_one_cycle(3, slice(a.base_lr), cbs=[ptimer])
+        res.update(precompute_build_s=secs, precompute_build_foreign_cpu=foreign[0],
+                   precompute_acc_3_epochs=pre.recorder.last["accuracy"])
+        res.update(phase_figures("precompute", ptimer.fits[0], n_train))
+
+    if "fine_tune" in a.measure:
+        res["fine_tune_s"] = timed(lambda: learn.fine_tune(a.epochs, base_lr=a.base_lr, freeze_epochs=a.freeze_epochs,
+                                                           lr_mult=a.lr_mult, cbs=[timer]))[0]
+        frozen, unfrozen = (timer.fits + [[], []])[:2]
+        res.update(phase_figures("frozen", frozen, n_train))
+        res.update(phase_figures("unfrozen", unfrozen, n_train))
+        res["final_valid_acc"] = learn.recorder.last["accuracy"]
+
+    if "get_preds" in a.measure:
+        learn.get_preds()  # the valid loader's first pass also fills the image cache
+        med, runs, foreign, (p, t) = timed(learn.get_preds, a.infer_repeats)
+        res.update(get_preds_s=med, get_preds_runs_s=runs, get_preds_foreign_cpu=foreign,
+                   get_preds_img_s=n_valid / med, get_preds_acc=accuracy_of(p, t))
+
+    if "tta" in a.measure and hasattr(learn, "tta"):
+        med, runs, foreign, (p, t) = timed(learn.tta, a.infer_repeats)
+        res.update(tta_s=med, tta_runs_s=runs, tta_foreign_cpu=foreign, tta_img_s=n_valid / med,
+                   tta_acc=accuracy_of(p, t))
+
+    res["first_batch_s"] = first.at
+    return res
+
+
+def main():
+    a = ARGS
+    out = {"tool": "visiontune", "visiontune": vt.__version__, "torch": str(torch.__version__),
+           "arch": "efficientnet_lite0", "data": str(a.data), "size": a.size, "bs": a.bs, "epochs": a.epochs,
+           "freeze_epochs": a.freeze_epochs, "base_lr": a.base_lr, "lr_mult": a.lr_mult, "threads": a.threads,
+           "aug": "none" if a.no_aug else "side_on", "measure": a.measure, "seed": a.seed,
+           "waited_for_quiet_s": WAITED_S, "import_s": IMPORT_S, **MACHINE}
+    out.update(run(a))
+    out["total_s"] = time.perf_counter() - T0
+    out.update(peak_rss_mb())
+    WATCH.__exit__(None, None, None)
+    out["foreign_cpu"] = WATCH.foreign_cpu
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
