@@ -7,6 +7,7 @@ in its own JSON instead of silently reporting slow numbers.
 from __future__ import annotations
 
 import os
+import statistics
 import resource
 import time
 
@@ -83,3 +84,30 @@ def wait_for_quiet(max_wait_s: float, busy_below: float = 0.1, sample_s: float =
         waited = time.perf_counter() - start
         if busy < busy_below or waited >= max_wait_s:
             return round(waited, 1)
+
+
+def phase_figures(name: str, epochs: list, n_train: int) -> dict:
+    """Median per-epoch figures of one fine_tune phase."""
+    if not epochs:
+        return {}
+    train = statistics.median(e["train_s"] for e in epochs)
+    valid = statistics.median(e["valid_s"] for e in epochs)
+    return {
+        f"{name}_epoch_s": train + valid,
+        f"{name}_train_s": train,
+        f"{name}_valid_s": valid,
+        f"{name}_train_img_s": n_train / train,
+        f"{name}_epochs": [{k: round(v, 3) for k, v in e.items() if v is not None} for e in epochs],
+    }
+
+
+def timed(fn, repeats: int = 1) -> tuple:
+    """Run fn `repeats` times; return (median seconds, all seconds, foreign_cpu of each, last result)."""
+    secs, foreign, out = [], [], None
+    for _ in range(repeats):
+        with CpuWatch() as w:
+            t = time.perf_counter()
+            out = fn()
+            secs.append(time.perf_counter() - t)
+        foreign.append(w.foreign_cpu)
+    return statistics.median(secs), [round(s, 3) for s in secs], foreign, out

@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -80,7 +79,7 @@ def parse_args() -> argparse.Namespace:
 
 ARGS = parse_args()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import CpuWatch, machine_info, peak_rss_mb, wait_for_quiet  # noqa: E402  (stdlib only)
+from _machine import CpuWatch, machine_info, peak_rss_mb, phase_figures, timed, wait_for_quiet  # noqa: E402  (stdlib only)
 
 WAITED_S = 0.0
 if ARGS.wait_quiet:
@@ -160,33 +159,6 @@ class EpochTimer(Callback):
         self._watch.__exit__(None, None, None)
         self.fits[-1].append({"train_s": self._t1 - self._t0, "valid_s": t2 - self._t1,
                               "foreign_cpu": self._watch.foreign_cpu})
-
-
-def phase_figures(name: str, epochs: list, n_train: int) -> dict:
-    """Median per-epoch figures of one fine_tune phase."""
-    if not epochs:
-        return {}
-    train = statistics.median(e["train_s"] for e in epochs)
-    valid = statistics.median(e["valid_s"] for e in epochs)
-    return {
-        f"{name}_epoch_s": train + valid,
-        f"{name}_train_s": train,
-        f"{name}_valid_s": valid,
-        f"{name}_train_img_s": n_train / train,
-        f"{name}_epochs": [{k: round(v, 3) for k, v in e.items() if v is not None} for e in epochs],
-    }
-
-
-def timed(fn, repeats: int = 1) -> tuple[float, list, list, object]:
-    """Run fn `repeats` times; return (median seconds, all seconds, foreign_cpu of each, last result)."""
-    secs, foreign, out = [], [], None
-    for _ in range(repeats):
-        with CpuWatch() as w:
-            t = time.perf_counter()
-            out = fn()
-            secs.append(time.perf_counter() - t)
-        foreign.append(w.foreign_cpu)
-    return statistics.median(secs), [round(s, 3) for s in secs], foreign, out
 
 
 def accuracy_of(preds, targs) -> float:

@@ -17,7 +17,6 @@ T0 = time.perf_counter()
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -49,7 +48,7 @@ def parse_args() -> argparse.Namespace:
 
 ARGS = parse_args()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import CpuWatch, machine_info, peak_rss_mb, wait_for_quiet  # noqa: E402
+from _machine import CpuWatch, machine_info, peak_rss_mb, phase_figures, timed, wait_for_quiet  # noqa: E402
 
 WAITED_S = wait_for_quiet(ARGS.wait_quiet) if ARGS.wait_quiet else 0.0
 if ARGS.wait_quiet:
@@ -101,27 +100,6 @@ class EpochTimer(Callback):
         self._watch.__exit__(None, None, None)
         self.fits[-1].append({"train_s": self._t1 - self._t0, "valid_s": t2 - self._t1,
                               "foreign_cpu": self._watch.foreign_cpu})
-
-
-def phase_figures(name, epochs, n_train):
-    if not epochs:
-        return {}
-    train = statistics.median(e["train_s"] for e in epochs)
-    valid = statistics.median(e["valid_s"] for e in epochs)
-    return {f"{name}_epoch_s": train + valid, f"{name}_train_s": train, f"{name}_valid_s": valid,
-            f"{name}_train_img_s": n_train / train,
-            f"{name}_epochs": [{k: round(v, 3) for k, v in e.items() if v is not None} for e in epochs]}
-
-
-def timed(fn, repeats=1):
-    secs, foreign, out = [], [], None
-    for _ in range(repeats):
-        with CpuWatch() as w:
-            t = time.perf_counter()
-            out = fn()
-            secs.append(time.perf_counter() - t)
-        foreign.append(w.foreign_cpu)
-    return statistics.median(secs), [round(s, 3) for s in secs], foreign, out
 
 
 def accuracy_of(probs, targs):
