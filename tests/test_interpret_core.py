@@ -160,6 +160,7 @@ def test_plots_return_figures_and_write_pngs(learn, tmp_path):
         fig = call(path)
         assert isinstance(fig, Figure), name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n", name  # what Jupyter shows, pyplot or not
     items = interp.items(interp.top_losses(2)[1], heatmap=True)
     size = learn.data.size
     assert items[0]["image"].shape == items[0]["heatmap"].shape == (size, size, 3)

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from ..data.transforms import valid_transform
 from .gradcam import conv_layers, feature_maps, grad_cam
-from .plots import finish
+from .plots import figure, finish
 
 if TYPE_CHECKING:
     from ..train.learner import Learner
@@ -61,7 +61,7 @@ def to_hwc(t: torch.Tensor) -> np.ndarray:
 def _grid(n: int, ncols: int | None, cell: float = 2.4):
     ncols = ncols or max(1, min(n, math.ceil(math.sqrt(n))))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(cell * ncols, (cell + 0.5) * nrows), dpi=100, layout="constrained")
+    fig = figure(cell * ncols, (cell + 0.5) * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes:
         ax.axis("off")
@@ -96,7 +96,7 @@ def plot_confusion_matrix(cm: np.ndarray, classes: Sequence[str], path=None, nor
     if normalize:
         values = values / np.maximum(values.sum(1, keepdims=True), 1)
     side = min(max(4.5, 0.45 * n + 2.5), 20)
-    fig = Figure(figsize=(side + 1, side), dpi=100, layout="constrained")
+    fig = figure(side + 1, side)
     ax = fig.subplots()
     disp = ConfusionMatrixDisplay(values if normalize else cm, display_labels=list(classes))
     disp.plot(ax=ax, cmap=cmap, include_values=n <= 30, values_format=".2f" if normalize else "d",
@@ -129,7 +129,7 @@ def plot_activations(learn: "Learner", img, path=None, n: int = 8, layers: Seque
     t = item_to_tensor(img, learn.data.size)
     maps = feature_maps(learn.model, prepare_batch(learn, [t]), layers)
     ncols = max(n, 1)
-    fig = Figure(figsize=(1.6 * ncols, 1.9 * (len(maps) + 1)), dpi=100, layout="constrained")
+    fig = figure(1.6 * ncols, 1.9 * (len(maps) + 1))
     axes = fig.subplots(len(maps) + 1, ncols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")

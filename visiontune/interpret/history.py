@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plots import finish
+from .plots import figure, finish
 
 if TYPE_CHECKING:
     from ..train.recorder import Recorder
@@ -77,7 +77,7 @@ class TrainingHistory:
     def plot(self, path: str | Path | None = None) -> Figure:
         """Loss (training per batch, smoothed, and validation per epoch) and each metric per epoch."""
         names = self.metric_names
-        fig = Figure(figsize=(6 + 4 * bool(names), 3.6), dpi=100, layout="constrained")
+        fig = figure(6 + 4 * bool(names), 3.6)
         axes = fig.subplots(1, 1 + bool(names), squeeze=False)[0]
         ax = axes[0]
         n_epochs = len(self.rows)
