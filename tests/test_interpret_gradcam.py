@@ -12,8 +12,6 @@ import visiontune as vt
 from visiontune.infer.predict import item_to_tensor, prepare_batch
 from visiontune.interpret.gradcam import grad_cam
 
-pytestmark = pytest.mark.slow  # trains at 128 px: about 20 s of setup on a busy 2-core machine
-
 SIZE, SQUARE = 128, 36
 # "plain" has no square, so red and blue each need evidence of their own (with two classes, one of them could
 # be learned as "not the other", which has no place in the picture to point at).

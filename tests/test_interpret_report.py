@@ -108,7 +108,6 @@ def test_multi_label_report_shows_per_class_table(tmp_path):
     assert found["top-losses"].count('class="card"') == 4
 
 
-@pytest.mark.slow
 def test_visiontune_report_rebuilds_a_finished_cli_run(image_folder, tmp_path, capsys):
     from visiontune.cli import main
     from visiontune.runs.config import TrainConfig
@@ -135,6 +134,16 @@ def test_visiontune_report_rebuilds_a_finished_cli_run(image_folder, tmp_path, c
     assert sections(first)["summary"].split("<p")[0] == found["summary"].split("<p")[0]  # the same tiles
     log_rows = list(csv.DictReader(open(run_dir / "log.csv")))
     assert found["epochs"].count("<tr>") == 1 + len(log_rows)  # from log.csv: the rebuilt recorder is empty
+
+    # an unfinished run (no final weights yet): the newest checkpoint, which here holds the same weights
+    (run_dir / "models" / "final.safetensors").unlink()
+    from_checkpoint = load_run(run_dir)
+    assert torch.allclose(from_checkpoint.get_preds()[0], rebuilt.get_preds()[0])
+    assert len(from_checkpoint.recorder.rows) == len(log_rows)
+    for p in (run_dir / "models").glob("checkpoint-*"):
+        p.unlink()
+    with pytest.raises(CheckpointError, match="no trained weights yet.*visiontune resume"):
+        report_run(run_dir)
 
     shutil.move(data_dir, tmp_path / "moved")
     with pytest.raises(DataError, match=f"data folder {re.escape(str(data_dir))} is not on disk"):
