@@ -10,11 +10,13 @@ __version__ = "0.1.0"
 
 from .data import ImageData
 from .errors import ConfigError, DataError, ExportError, VisiontuneError, WeightsError
+from .interpret import ClassificationInterpretation
 from .models import create_body, list_backbones
 from .train import Callback, Learner, vision_learner
 
 __all__ = [
     "Callback",
+    "ClassificationInterpretation",
     "ConfigError",
     "DataError",
     "ExportError",

@@ -491,7 +491,8 @@ class Learner:
         restored exactly afterwards. Returns an LRFindResult with `.suggestion` and `.plot()`."""
         from .lr_find import lr_find
 
-        return lr_find(self, start_lr, end_lr, num_it, stop_div)
+        self.lr_find_result = lr_find(self, start_lr, end_lr, num_it, stop_div)  # the run report shows it
+        return self.lr_find_result
 
     def snapshot_ensemble(self, name: str, ds: str = "valid", last: int | None = None):
         """Average the predictions of the SGDR snapshots saved with `cycle_save_name=name` -> (probs, targets)."""
@@ -518,6 +519,13 @@ class Learner:
         from ..infer.predict import predict
 
         return predict(self, item)
+
+    def interpret(self, ds: str = "valid", tta: bool = False):
+        """A ClassificationInterpretation of `ds`: confusion matrix, most_confused, top losses with Grad-CAM
+        heatmaps and the five views (most correct/incorrect/uncertain...), with test-time augmentation if `tta`."""
+        from ..interpret import ClassificationInterpretation
+
+        return ClassificationInterpretation.from_learner(self, ds, tta=tta)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
