@@ -177,8 +177,6 @@ def test_interpret_needs_labels_and_known_positions(learn):
 
 
 def test_tta_interpretation_uses_averaged_probabilities(learn):
-    if not hasattr(learn, "tta"):
-        pytest.skip("Learner.tta comes with the inference branch; this runs once both are merged")
     interp = learn.interpret(tta=True)
     assert len(interp) == 15 and interp.confusion_matrix().sum() == 15
     expected = -torch.log(interp.probs.gather(1, interp.targets[:, None])[:, 0].clamp_min(1e-7))

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from .data import ImageData
 from .errors import ConfigError, DataError, ExportError, VisiontuneError, WeightsError
+from .infer import load_learner, write_submission
 from .interpret import ClassificationInterpretation
 from .models import create_body, list_backbones
 from .train import Callback, Learner, vision_learner
@@ -27,5 +28,7 @@ __all__ = [
     "__version__",
     "create_body",
     "list_backbones",
+    "load_learner",
     "vision_learner",
+    "write_submission",
 ]

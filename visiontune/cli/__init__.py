@@ -14,6 +14,7 @@ from . import train as _train  # noqa: F401  (registers train, lr-find, demo)
 from . import data as _data  # noqa: F401  (registers split-valid, sample)
 from . import runs as _runs  # noqa: F401  (registers resume, rerun, runs)
 from . import report as _report  # noqa: F401  (registers report)
+from . import predict as _predict  # noqa: F401  (registers predict, export)
 
 
 def main(argv: list[str] | None = None) -> None:

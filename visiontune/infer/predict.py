@@ -1,10 +1,11 @@
-"""Predictions: batched `get_preds` over a dataset and `predict` for a single image."""
+"""Predictions: batched `get_preds` over a dataset or new files, and `predict` for a single image."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -12,43 +13,74 @@ from PIL import Image
 
 from .. import _console
 from ..data.decode import open_image, to_rgb
+from ..data.loader import DeviceLoader, EpochSampler, Normalize
 from ..data.transforms import pil_to_uint8, presize, valid_transform
 from ..distributed import gather_cat, is_distributed
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
+from .data import FileImages, as_dataset
+from .progress import image_progress, show_progress
 
 if TYPE_CHECKING:
+    from ..data.core import ImageDataset
     from ..train.learner import Learner
 
+NAMED_SETS = ("train", "valid", "test")
 
-def get_preds(learn: "Learner", ds: str = "valid", with_loss: bool = False, with_index: bool = False):
+
+def is_named_set(ds) -> bool:
+    return isinstance(ds, str) and ds in NAMED_SETS
+
+
+def image_loader(learn: "Learner", dset: "ImageDataset", bs: int | None = None,
+                 channels_last: bool | None = None) -> DeviceLoader:
+    """In-order, un-augmented device loader of images over any ImageDataset (new files, TTA views)."""
+    if isinstance(dset, FileImages):
+        raw = dset.loader(bs or learn.data.bs, learn.device, learn.data.default_workers(learn.device))
+    else:
+        raw = learn.data.loader(dset, bs=bs, shuffle=False, drop_last=False, augment=False, device=learn.device,
+                                sampler=EpochSampler(len(dset), False, dataset=dset))  # never sharded
+    cl = learn.channels_last if channels_last is None else channels_last
+    return DeviceLoader(raw, learn.device, learn.data.mean, learn.data.std, cl)
+
+
+def get_preds(learn: "Learner", ds="valid", with_loss: bool = False, with_index: bool = False,
+              bs: int | None = None, report_skipped: bool = True):
     """(probs, targets[, losses][, index]) over `ds` in file order, batched under inference_mode.
 
-    Targets are None for the unlabelled test set. Items that could not be decoded are left out with
-    a notice; `with_index=True` also returns the dataset positions of the rows."""
+    `ds` is 'valid', 'train' or 'test' (through cached activations when precompute is on), or new
+    images: a folder, a file, a glob, a list of them, or an ImageDataset. Targets are None for
+    unlabelled images. Items that cannot be decoded are left out with a notice (unless
+    `report_skipped=False`); `with_index=True` also returns the dataset positions of the rows.
+    An out-of-memory error halves the batch size and starts again; under torchrun each process
+    predicts a shard of a named set and the rows are gathered back into file order."""
     from ..train import oom
 
+    named = is_named_set(ds)
+    dset = learn.data.dataset(ds) if named else as_dataset(learn.data, ds)
+    if with_loss and not dset.is_labelled:
+        raise ConfigError("with_loss=True needs labelled images; these have no targets.")
+    label = ds if named else "images"
     while True:
         try:
-            probs, targs, losses, index = _predict_pass(learn, ds, with_loss)
+            probs, targs, losses, index = _predict_pass(learn, ds, dset, with_loss, bs, label)
             break
         except BaseException as e:  # noqa: BLE001
             if not (oom.is_oom(e) and not is_distributed() and oom.shrink_batch(learn, "prediction")):
                 raise
-    n_total = len(learn.data.dataset(ds))
+            bs = None if bs is None else max(bs // 2, 1)
     p = torch.cat(probs) if probs else torch.empty(0, learn.data.c)
     t = torch.cat(targs) if targs else torch.empty(0, dtype=torch.long)
     ix = torch.cat(index) if index else torch.empty(0, dtype=torch.long)
     l = torch.cat(losses) if losses else torch.empty(0)
-    if is_distributed():  # each rank predicted a shard: gather and put back in file order
+    if named and is_distributed():  # each rank predicted a shard: gather and put back in file order
         p, t, ix = gather_cat(p), gather_cat(t), gather_cat(ix)
         l = gather_cat(l) if with_loss else l
         order = torch.argsort(ix)
         p, t, ix = p[order], t[order], ix[order]
         l = l[order] if with_loss else l
-    if len(ix) < n_total:
-        _console.notice(f"{n_total - len(ix)} of {n_total} {ds} images could not be decoded and were left out.")
-    labelled = learn.data.dataset(ds).is_labelled
-    out: list[Any] = [p, t if labelled else None]
+    if report_skipped:
+        report_left_out(len(dset), len(ix), label)
+    out: list[Any] = [p, t if dset.is_labelled else None]
     if with_loss:
         out.append(l)
     if with_index:
@@ -56,24 +88,39 @@ def get_preds(learn: "Learner", ds: str = "valid", with_loss: bool = False, with
     return tuple(out)
 
 
-def _predict_pass(learn: "Learner", ds: str, with_loss: bool):
-    dl = learn.dl(ds, augment=False)
-    model = learn.model
-    was_training = model.training
-    model.eval()
+def _predict_pass(learn: "Learner", ds, dset, with_loss: bool, bs: int | None, label: str):
+    if is_named_set(ds):
+        dl, forward = learn.dl(ds, augment=False, bs=bs), learn.forward
+    else:
+        dl, forward = image_loader(learn, dset, bs), learn.model
     probs, targs, losses, index = [], [], [], []
+    with eval_mode(learn), image_progress(len(dset), f"predict {label}", show_progress(learn, len(dset))) as advance:
+        for x, y, idx in dl.iter_with_index():
+            out = forward(x).float()
+            probs.append(learn.activation(out).cpu())
+            targs.append(y.cpu())
+            index.append(idx)
+            if with_loss:
+                losses.append(_per_item_loss(learn.loss_func, out, y).cpu())
+            advance(len(idx))
+    return probs, targs, losses, index
+
+
+@contextlib.contextmanager
+def eval_mode(learn: "Learner") -> Iterator[None]:
+    """Eval mode, inference_mode and the learner's autocast for a block; the train/eval state is restored."""
+    was_training = learn.model.training
+    learn.model.eval()
     try:
         with torch.inference_mode(), learn._autocast():
-            for x, y, idx in dl.iter_with_index():
-                out = learn.forward(x).float()
-                probs.append(learn.activation(out).cpu())
-                targs.append(y.cpu())
-                index.append(idx)
-                if with_loss:
-                    losses.append(_per_item_loss(learn.loss_func, out, y).cpu())
+            yield
     finally:
-        model.train(was_training)
-    return probs, targs, losses, index
+        learn.model.train(was_training)
+
+
+def report_left_out(n_total: int, n_kept: int, what: str) -> None:
+    if n_kept < n_total:
+        _console.notice(f"{n_total - n_kept} of {n_total} {what} images could not be decoded and were left out.")
 
 
 def _per_item_loss(loss_fn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -92,36 +139,62 @@ def _per_item_loss(loss_fn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss_fn.reduction = old
 
 
-def item_to_tensor(item, size: int) -> torch.Tensor:
-    """A path, PIL image, HWC numpy array (uint8 or 0..1 floats) or CHW tensor -> uint8 (3, size, size)."""
-    short = presize(size)
+# ---------------------------------------------------------------------------- one image
+
+
+def _array_to_pil(arr: np.ndarray) -> Image.Image:
+    """HxW, HxWxC or CxHxW numpy image (uint8, 16-bit, bool or 0..1 / 0..255 floats) -> RGB PIL image."""
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3 and arr.shape[-1] in (1, 2):
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)) or 0 in arr.shape:
+        raise ConfigError(f"A numpy image must be HxW, HxWx3/4 or 3xHxW; got shape {arr.shape}.")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16:
+        arr = (arr.astype(np.float64) / 257.0).round().astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = arr.astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ConfigError("The numpy image holds NaN or infinite values.")
+        arr = np.clip(arr * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
+    return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
+
+
+def _tensor_to_pil(t: torch.Tensor) -> Image.Image:
+    """CxHxW (or 1xCxHxW, HxW) tensor, uint8 or 0..1 floats -> RGB PIL image."""
+    t = t.detach().cpu()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
+        raise ConfigError(f"A tensor image must be CxHxW with 1, 3 or 4 channels; got shape {tuple(t.shape)}.")
+    arr = t.permute(1, 2, 0).numpy()
+    return _array_to_pil(arr[..., :3] if arr.shape[-1] == 4 else arr)
+
+
+def item_to_tensor(item, size: int, short_side: int | None = None) -> torch.Tensor:
+    """A path, PIL image, numpy array or tensor -> uint8 (3, size, size), exactly as valid images are
+    prepared (short side to `short_side`, default presize(size), then resize and center crop)."""
+    short = short_side or presize(size)
     if isinstance(item, (str, os.PathLike)):
-        t = pil_to_uint8(open_image(Path(item), min_size=short), short)
+        path = Path(item).expanduser()
+        if not path.is_file():
+            raise DataError(f"No image file at {path}" + (" (it is a folder: use learn.get_preds(ds=folder))."
+                                                          if path.is_dir() else "."))
+        pil = open_image(path, min_size=short)
     elif isinstance(item, Image.Image):
-        t = pil_to_uint8(to_rgb(item), short)
+        pil = to_rgb(item)
     elif isinstance(item, np.ndarray):
-        arr = item
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr * (255 if arr.max(initial=0) <= 1.0 else 1), 0, 255).round().astype(np.uint8)
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, -1)
-        if arr.ndim != 3:
-            raise ConfigError(f"A numpy image must be HxW or HxWxC, got shape {item.shape}.")
-        t = pil_to_uint8(to_rgb(Image.fromarray(arr[..., :4] if arr.shape[-1] >= 3 else arr[..., 0])), short)
+        pil = _array_to_pil(item)
     elif isinstance(item, torch.Tensor):
-        t = item.detach().cpu()
-        if t.ndim == 2:
-            t = t[None]
-        if t.ndim != 3:
-            raise ConfigError(f"A tensor image must be CxHxW, got shape {tuple(item.shape)}.")
-        if t.is_floating_point():
-            t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
-        if t.shape[0] == 1:
-            t = t.expand(3, -1, -1)
-        t = pil_to_uint8(Image.fromarray(t[:3].permute(1, 2, 0).contiguous().numpy()), short)
+        pil = _tensor_to_pil(item)
     else:
-        raise ConfigError(f"Cannot predict on a {type(item).__name__}: pass a file path, PIL image, numpy array or tensor.")
-    return valid_transform(size)(t)
+        raise ConfigError(f"Cannot predict on a {type(item).__name__}: pass a file path, PIL image, numpy array "
+                          f"or tensor.")
+    return valid_transform(size)(pil_to_uint8(pil, short))
 
 
 def decode_probs(learn: "Learner", probs: torch.Tensor):
@@ -136,20 +209,13 @@ def decode_probs(learn: "Learner", probs: torch.Tensor):
 
 def prepare_batch(learn: "Learner", tensors: list[torch.Tensor]) -> torch.Tensor:
     """Stack uint8 images and normalize them on the learner's device, as training batches are."""
-    from ..data.loader import Normalize
-
     return Normalize(learn.device, learn.data.mean, learn.data.std, learn.channels_last)(torch.stack(tensors))
 
 
 def predict(learn: "Learner", item):
     """(label, index, probs) for one image; always through the full model (images, not cached features)."""
-    x = prepare_batch(learn, [item_to_tensor(item, learn.data.size)])
-    model = learn.model
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), learn._autocast():
-            probs = learn.activation(model(x).float())[0].cpu()
-    finally:
-        model.train(was_training)
+    x = prepare_batch(learn, [item_to_tensor(item, learn.data.size, getattr(learn.data, "presize", None))])
+    with eval_mode(learn):
+        probs = learn.activation(learn.model(x).float())[0].cpu()
     return decode_probs(learn, probs)
+

@@ -506,11 +506,20 @@ class Learner:
         return {"valid_loss": self.valid_loss, **self.last_metrics}
 
     # ------------------------------------------------------------------ predictions
-    def get_preds(self, ds: str = "valid", with_loss: bool = False):
-        """(probs, targets) over `ds` in file order (targets None for the test set); with_loss adds per-item losses."""
+    def get_preds(self, ds="valid", with_loss: bool = False):
+        """(probs, targets) over `ds` in file order (targets None for the test set); with_loss adds per-item losses.
+
+        `ds`: 'valid' | 'train' | 'test', or new images: a folder, file, glob or list of them."""
         from ..infer.predict import get_preds
 
         return get_preds(self, ds, with_loss=with_loss)
+
+    def tta(self, ds="valid", n: int = 4, beta: float = 0.25, scale: float = 1.1):
+        """Test-time augmentation -> (probs, targets): `beta` x the plain predictions + (1 - beta) x the mean over
+        n augmented views (zoom crops by `scale`, flips as in training). n=0 is plain get_preds."""
+        from ..infer.tta import tta
+
+        return tta(self, ds, n=n, beta=beta, scale=scale)
 
     def predict(self, item):
         """One image (path, PIL image, HWC numpy array or CHW tensor) -> (label, index, probs).
@@ -586,6 +595,19 @@ class Learner:
 
         load_weights(self.model, self._model_path(name), strict=strict)
         return self
+
+    def export(self, path: str | os.PathLike | None = None) -> Path:
+        """Write ONE safe file (default `path/model.vt`) with the weights, architecture, classes, image size and
+        normalization; `vt.load_learner(file)` predicts from it without the data, the network, or pickle."""
+        from ..infer.export import export_learner
+
+        return export_learner(self, self.path / "model.vt" if path is None else Path(path))
+
+    def export_onnx(self, path: str | os.PathLike, opset: int | None = None, dynamic_batch: bool = True) -> Path:
+        """Write the model as ONNX: uint8 (N, 3, size, size) images in, probabilities out (needs visiontune[onnx])."""
+        from ..infer.onnx_export import export_onnx
+
+        return export_onnx(self, path, opset=opset, dynamic_batch=dynamic_batch)
 
 
 def _resolve_amp(mixed_precision, device: torch.device) -> str | None:
