@@ -96,3 +96,20 @@ def test_bs_auto_keeps_batch_size_on_cpu(image_folder):
 
     learn = vt.vision_learner(vt.ImageData.from_folder(image_folder, size=32, bs=8))
     assert find_batch_size(learn) == 8
+
+
+def test_keep_freed_memory_leaves_a_users_allocator_choice_alone(monkeypatch):
+    import platform
+    import sys
+
+    from visiontune._allocator import keep_freed_memory
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("LD_PRELOAD")
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory() is True

@@ -10,7 +10,7 @@ app = typer.Typer(
     name="visiontune",
     help="Train world-class image classifiers from a folder of pictures by transfer learning.\n\n"
     "Start with `visiontune demo`, then `visiontune train DATA` on your own folder "
-    "(DATA/train/<class>/*.jpg, optional DATA/valid/<class>/*.jpg).",
+    "(`DATA/train/CLASS/*.jpg`, optional `DATA/valid/CLASS/*.jpg`).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -44,7 +44,7 @@ def predict(
     only if nothing could be predicted."""
     from ..errors import ConfigError
     from ..infer import learner_from_checkpoint, predict_files
-    from ..infer.allocator import keep_freed_memory
+    from .._allocator import keep_freed_memory
     from ..infer.batch import summary_line
     from ..infer.submission import clip_bounds
 

@@ -14,7 +14,7 @@ from .app import app
 
 @app.command()
 def resume(
-    run_dir: Path = typer.Argument(..., help="The run folder to continue (runs/<dataset>/<run>/)."),
+    run_dir: Path = typer.Argument(..., help="The run folder to continue (runs/DATASET/RUN/)."),
 ) -> None:
     """Continue a stopped run (Ctrl-C, kill -9, power cut, crash) from its newest complete checkpoint, in the
     same folder, with the same settings, learning-rate schedule and random state."""

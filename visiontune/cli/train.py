@@ -11,7 +11,7 @@ from .. import _console
 from ..errors import ConfigError
 from .app import app, parse_floats
 
-DATA_HELP = "Image folder: DATA/train/<class>/*.jpg (+ DATA/valid/<class>/*.jpg), or DATA/<class>/*.jpg."
+DATA_HELP = "Image folder: DATA/train/CLASS/ images (+ DATA/valid/CLASS/), or DATA/CLASS/ images."
 
 
 @app.command()

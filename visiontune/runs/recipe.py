@@ -145,6 +145,7 @@ def _attach(learn: Learner, cfg: TrainConfig, **kwargs):
 def resume(run_dir: str | os.PathLike) -> Learner | None:
     """Continue an interrupted `visiontune train` run from its newest readable checkpoint, in the same folder,
     with the same settings, lr schedule and random state; returns the learner (None if it had finished)."""
+    setup_from_env()
     run_dir = Path(run_dir)
     record = F.read_config(run_dir)
     info = record.pop("_run", {}) or {}

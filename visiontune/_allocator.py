@@ -1,9 +1,10 @@
-"""CPU inference speed: keep freed memory in the process instead of returning it to the OS after every batch.
+"""CPU speed: keep freed memory in the process instead of returning it to the OS after every batch.
 
 With glibc's default settings, activation buffers of a few MB are mmapped, unmapped when freed and page-faulted
 back in on the next batch; on the bench (Lite0, size 64, 2 cores) that made a bare `model(x)` loop 1.7x slower
-(BENCHMARKS.md, "Inference"). `visiontune predict` calls `keep_freed_memory()` for its own process; Python users
-can set MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 in the environment instead.
+(BENCHMARKS.md, "Inference"), and frozen training epochs about 1.2x slower. A Learner on the CPU and `visiontune
+predict` call `keep_freed_memory()` for their process; setting MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_
+yourself (or preloading jemalloc/tcmalloc) takes precedence.
 """
 
 from __future__ import annotations
