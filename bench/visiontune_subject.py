@@ -66,15 +66,21 @@ import torch  # noqa: E402
 from visiontune.train import Callback  # noqa: E402
 
 
-class FirstBatch(Callback):
-    order = -30
+class FirstBatch:
+    """When the first training batch reaches the model (lr_find included: it runs without callbacks, so this
+    is a forward pre-hook on the model, not a callback; fastai's lr_find does run callbacks)."""
 
     def __init__(self):
         self.at = None
+        self._handle = None
 
-    def before_batch(self):
-        if self.learn.training and self.at is None:
+    def attach(self, model) -> None:
+        self._handle = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args) -> None:
+        if module.training and self.at is None:
             self.at = time.perf_counter() - T0
+            self._handle.remove()
 
 
 class EpochTimer(Callback):
@@ -112,7 +118,10 @@ def make(a, first=None, precompute=False):
     seed_everything(a.seed)
     data = vt.ImageData.from_folder(a.data, size=a.size, bs=a.bs, seed=a.seed, num_workers=a.num_workers,
                                     augment=None if a.no_aug else "side_on")
-    return vt.vision_learner(data, "efficientnet_lite0", cbs=[first] if first else [], precompute=precompute)
+    learn = vt.vision_learner(data, "efficientnet_lite0", precompute=precompute)
+    if first is not None:
+        first.attach(learn.model)
+    return learn
 
 
 def run(a) -> dict:
