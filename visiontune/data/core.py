@@ -44,6 +44,15 @@ def _test_files(root: Path, test: str | os.PathLike | None) -> tuple[list[Path] 
     return scan.files, scan.ignored
 
 
+def loader_workers(device: torch.device | str = "cpu") -> int:
+    """Decoding processes for a device: none on a small CPU machine (the model needs every core), a few on a
+    larger one, up to 8 feeding a GPU."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.device(device).type == "cpu":
+        return 0 if cores <= 4 else min(4, cores // 4)
+    return max(0, min(8, cores - 1))
+
+
 class ImageData:
     """Train/valid/test image sets with their classes, image size, batch size and augmentation.
 
@@ -280,13 +289,8 @@ class ImageData:
         return table[ds]
 
     def default_workers(self, device: torch.device | str = "cpu") -> int:
-        """Loader worker processes: none on a small CPU machine (the model needs every core), else up to 8."""
-        if self.num_workers is not None:
-            return self.num_workers
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        if torch.device(device).type == "cpu":
-            return 0 if cores <= 4 else min(4, cores // 4)
-        return max(0, min(8, cores - 1))
+        """Loader worker processes: `num_workers` if given, else sized to the machine (`loader_workers`)."""
+        return loader_workers(device) if self.num_workers is None else self.num_workers
 
     def loader(
         self,

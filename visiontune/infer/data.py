@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.core import BadFiles, FilePixels, ImageDataset
+from ..data.core import BadFiles, FilePixels, ImageDataset, loader_workers
 from ..data.decode import ImageDecodeError, is_image_file
 from ..data.loader import EpochSampler, collate_skip_none
 from ..data.sources import scan_images
@@ -83,13 +83,8 @@ class InferenceData:
         )
 
     def default_workers(self, device: torch.device | str = "cpu") -> int:
-        """Decoding processes: none on a small CPU machine (the model needs every core), else a few."""
-        if self.num_workers is not None:
-            return self.num_workers
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        if torch.device(device).type == "cpu":
-            return 0 if cores <= 4 else min(4, cores // 4)
-        return max(0, min(8, cores - 1))
+        """Decoding processes: `num_workers` if given, else sized to the machine (`loader_workers`)."""
+        return loader_workers(device) if self.num_workers is None else self.num_workers
 
     def loader(self, ds, bs: int | None = None, shuffle: bool | None = None, drop_last: bool | None = None,
                augment: bool = True, device: torch.device | str = "cpu", sampler=None) -> DataLoader:
