@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--infer-repeats", type=int, default=3)
     p.add_argument("--measure", default=",".join(MEASURES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="freeze_bn_stats=False: frozen BatchNorm layers update their statistics, as in fastai")
     p.add_argument("--wait-quiet", type=float, default=0)
     a = p.parse_args()
     a.measure = a.measure.split(",")
@@ -118,7 +120,7 @@ def make(a, first=None, precompute=False):
     seed_everything(a.seed)
     data = vt.ImageData.from_folder(a.data, size=a.size, bs=a.bs, seed=a.seed, num_workers=a.num_workers,
                                     augment=None if a.no_aug else "side_on")
-    learn = vt.vision_learner(data, "efficientnet_lite0", precompute=precompute)
+    learn = vt.vision_learner(data, "efficientnet_lite0", precompute=precompute, freeze_bn_stats=not a.adapt_bn)
     if first is not None:
         first.attach(learn.model)
     return learn
