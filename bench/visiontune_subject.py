@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--infer-repeats", type=int, default=3)
     p.add_argument("--measure", default=",".join(MEASURES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--two-group-lrs", action="store_true",
+                   help="fine_tune with fastai's lrs for timm models: the whole body at base_lr/lr_mult")
     p.add_argument("--adapt-bn", action="store_true",
                    help="freeze_bn_stats=False: frozen BatchNorm layers update their statistics, as in fastai")
     p.add_argument("--wait-quiet", type=float, default=0)
@@ -126,6 +128,20 @@ def make(a, first=None, precompute=False):
     return learn
 
 
+def fine_tune(learn, a, timer) -> None:
+    """learn.fine_tune, or with --two-group-lrs the same recipe with fastai's lrs for a timm model: fastai
+    splits it into 2 groups (body, head), so the whole body gets base_lr/lr_mult; ours has 3 (early body,
+    late body, head) and slice() gives the late body 10x more."""
+    if not a.two_group_lrs:
+        return learn.fine_tune(a.epochs, base_lr=a.base_lr, freeze_epochs=a.freeze_epochs, lr_mult=a.lr_mult,
+                               cbs=[timer])
+    learn.freeze()
+    learn.fit_one_cycle(a.freeze_epochs, slice(a.base_lr), pct_start=0.99, cbs=[timer])
+    hi = a.base_lr / 2
+    learn.unfreeze()
+    learn.fit_one_cycle(a.epochs, [hi / a.lr_mult, hi / a.lr_mult, hi], pct_start=0.3, div=5.0, cbs=[timer])
+
+
 def run(a) -> dict:
     torch.set_num_threads(a.threads)
     first, timer = FirstBatch(), EpochTimer()
@@ -148,8 +164,7 @@ def run(a) -> dict:
         res.update(phase_figures("precompute", ptimer.fits[0], n_train))
 
     if "fine_tune" in a.measure:
-        res["fine_tune_s"] = timed(lambda: learn.fine_tune(a.epochs, base_lr=a.base_lr, freeze_epochs=a.freeze_epochs,
-                                                           lr_mult=a.lr_mult, cbs=[timer]))[0]
+        res["fine_tune_s"] = timed(lambda: fine_tune(learn, a, timer))[0]
         frozen, unfrozen = (timer.fits + [[], []])[:2]
         res.update(phase_figures("frozen", frozen, n_train))
         res.update(phase_figures("unfrozen", unfrozen, n_train))
