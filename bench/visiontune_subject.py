@@ -40,6 +40,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--infer-repeats", type=int, default=3)
     p.add_argument("--measure", default=",".join(MEASURES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-scale", type=float, default=1.0,
+                   help="random-resized crop's smallest area: 1.0 (the default here) = no crop, as the peer's "
+                        "Resize + aug_transforms(); visiontune's own default is 0.5")
     p.add_argument("--two-group-lrs", action="store_true",
                    help="fine_tune with fastai's lrs for timm models: the whole body at base_lr/lr_mult")
     p.add_argument("--adapt-bn", action="store_true",
@@ -121,7 +124,8 @@ def make(a, first=None, precompute=False):
 
     seed_everything(a.seed)
     data = vt.ImageData.from_folder(a.data, size=a.size, bs=a.bs, seed=a.seed, num_workers=a.num_workers,
-                                    augment=None if a.no_aug else "side_on")
+                                    augment=None if a.no_aug else "side_on",
+                                    min_scale=a.min_scale)
     learn = vt.vision_learner(data, "efficientnet_lite0", precompute=precompute, freeze_bn_stats=not a.adapt_bn)
     if first is not None:
         first.attach(learn.model)
@@ -190,7 +194,7 @@ def main():
     out = {"tool": "visiontune", "visiontune": vt.__version__, "torch": str(torch.__version__),
            "arch": "efficientnet_lite0", "data": str(a.data), "size": a.size, "bs": a.bs, "epochs": a.epochs,
            "freeze_epochs": a.freeze_epochs, "base_lr": a.base_lr, "lr_mult": a.lr_mult, "threads": a.threads,
-           "aug": "none" if a.no_aug else "side_on", "measure": a.measure, "seed": a.seed,
+           "aug": "none" if a.no_aug else f"side_on, min_scale={a.min_scale}", "measure": a.measure, "seed": a.seed,
            "waited_for_quiet_s": WAITED_S, "import_s": IMPORT_S, **MACHINE}
     out.update(run(a))
     out["total_s"] = time.perf_counter() - T0
