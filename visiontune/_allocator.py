@@ -17,6 +17,7 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 MMAP_THRESHOLD = 32 << 20  # glibc's maximum: blocks up to 32 MiB come from the reusable heap
 TRIM_THRESHOLD = 1 << 30  # return memory to the OS only beyond 1 GiB of free heap
+_applied = False
 
 
 def keep_freed_memory() -> bool:
@@ -30,10 +31,14 @@ def keep_freed_memory() -> bool:
         return False
     if any(name in os.environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc")):
         return False
+    global _applied
+    if _applied:  # every Learner asks; finding libc runs `ldconfig -p`, so do it once per process
+        return True
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _applied
