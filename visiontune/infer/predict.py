@@ -65,7 +65,7 @@ def get_preds(learn: "Learner", ds="valid", with_loss: bool = False, with_index:
             probs, targs, losses, index = _predict_pass(learn, ds, dset, with_loss, bs, label)
             break
         except BaseException as e:  # noqa: BLE001
-            if not (oom.is_oom(e) and not is_distributed() and oom.shrink_batch(learn, "prediction")):
+            if not oom.recovered(learn, e, "prediction"):
                 raise
             bs = None if bs is None else max(bs // 2, 1)
     p = torch.cat(probs) if probs else torch.empty(0, learn.data.c)

@@ -437,8 +437,7 @@ class Learner:
             except CancelFitException:
                 self._event("after_cancel_fit")
             except BaseException as e:
-                if (oom.is_oom(e) and self._fit_steps < oom.OOM_STEPS and not is_distributed()
-                        and oom.shrink_batch(self, "training")):
+                if self._fit_steps < oom.OOM_STEPS and oom.recovered(self, e, "training"):
                     self._event("after_cancel_fit")
                     raise _OOMRetry() from e
                 self._event("after_fail")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import _console
-from ..distributed import broadcast_object, is_distributed
+from ..distributed import broadcast_object
 from .optim import set_hyper
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def lr_find(learn: "Learner", start_lr: float = 1e-7, end_lr: float = 10.0, num_
             res = _lr_find(learn, start_lr, end_lr, num_it, stop_div, beta)
             break
         except BaseException as e:  # noqa: BLE001
-            if not (oom.is_oom(e) and not is_distributed() and oom.shrink_batch(learn, "lr_find")):
+            if not oom.recovered(learn, e, "lr_find"):
                 raise
     return broadcast_object(res)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .. import _console
+from ..distributed import is_distributed
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -45,6 +46,13 @@ def restore(learn: "Learner", state: dict) -> None:
     learn.model.load_state_dict(state["model"])
     if state["opt"] is not None and learn.opt is not None:
         learn.opt.load_state_dict(state["opt"])
+
+
+def recovered(learn: "Learner", e: BaseException, where: str) -> bool:
+    """After exception `e` in `where`: True if it was an out-of-memory error and the batch size was halved, so
+    the caller should start again; False (re-raise) otherwise, under torchrun (the ranks would disagree on the
+    batch size) or at the floor."""
+    return is_oom(e) and not is_distributed() and shrink_batch(learn, where)
 
 
 def shrink_batch(learn: "Learner", where: str) -> bool:
