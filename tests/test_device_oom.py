@@ -102,7 +102,7 @@ def test_keep_freed_memory_leaves_a_users_allocator_choice_alone(monkeypatch):
     import platform
     import sys
 
-    from visiontune._allocator import keep_freed_memory
+    from visiontune._core.allocator import keep_freed_memory
 
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert keep_freed_memory() is False

@@ -47,7 +47,7 @@ def test_export_load_predictions_identical(learn, exported, tmp_path):
     loaded = vt.load_learner(moved, device="cpu")
     assert isinstance(loaded.data, InferenceData)
     assert loaded.data.classes == learn.data.classes and loaded.data.size == 32
-    assert loaded.data.mean == learn.data.mean == (0.5, 0.5, 0.5)
+    assert loaded.preprocess.mean == learn.preprocess.mean == (0.5, 0.5, 0.5)  # the model carries it
     new_probs, new_targets = loaded.get_preds(valid)
     assert new_targets is None
     assert torch.equal(new_probs, probs)

@@ -20,7 +20,8 @@ from PIL import Image
 
 import visiontune as vt
 from visiontune.errors import CheckpointError, DataError
-from visiontune.interpret.report import SECTIONS, load_run, render_report, report_run, write_report
+from visiontune.interpret.report import SECTIONS, render_report, write_report
+from visiontune.runs import load_run, report_run
 
 from conftest import make_image_folder
 

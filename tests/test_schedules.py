@@ -3,7 +3,6 @@ epoch counts and snapshots, and fine_tune's two phases."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

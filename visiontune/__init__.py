@@ -6,10 +6,15 @@
     learn.fine_tune(3)
 """
 
-__version__ = "0.1.0"
-
+from ._core.errors import (
+    ConfigError,
+    DataError,
+    ExportError,
+    VisiontuneError,
+    WeightsError,
+)
+from ._core.version import __version__
 from .data import ImageData
-from .errors import ConfigError, DataError, ExportError, VisiontuneError, WeightsError
 from .infer import load_learner, write_submission
 from .interpret import ClassificationInterpretation
 from .models import create_body, list_backbones

@@ -1,30 +1,4 @@
-"""The exception family: every error a user can fix derives from `VisiontuneError`.
+"""Public alias of `visiontune._core.errors`: the exception family (`from visiontune.errors import DataError`)."""
 
-The CLI prints these without a traceback (``--debug`` shows it); anything else is a bug.
-"""
-
-from __future__ import annotations
-
-
-class VisiontuneError(Exception):
-    """An error the user can fix; the message says what went wrong and the way out."""
-
-
-class DataError(VisiontuneError, ValueError):
-    """The data on disk (folders, labels, images) is not what was expected."""
-
-
-class WeightsError(VisiontuneError):
-    """Pretrained weights could not be found, downloaded or loaded."""
-
-
-class ConfigError(VisiontuneError, ValueError):
-    """An argument or configuration value is invalid."""
-
-
-class ExportError(VisiontuneError):
-    """An exported model file cannot be written or read."""
-
-
-class CheckpointError(VisiontuneError):
-    """A checkpoint or run folder cannot be read or resumed."""
+from ._core.errors import *  # noqa: F401,F403
+from ._core.errors import __all__  # noqa: F401

@@ -9,18 +9,18 @@ import os
 import sys
 import warnings
 
-from .app import app
-from . import train as _train  # noqa: F401  (registers train, lr-find, demo)
 from . import data as _data  # noqa: F401  (registers split-valid, sample)
-from . import runs as _runs  # noqa: F401  (registers resume, rerun, runs)
-from . import report as _report  # noqa: F401  (registers report)
 from . import predict as _predict  # noqa: F401  (registers predict, export)
+from . import report as _report  # noqa: F401  (registers report)
+from . import runs as _runs  # noqa: F401  (registers resume, rerun, runs)
+from . import train as _train  # noqa: F401  (registers train, lr-find, demo)
+from .app import app
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    from .. import _console
-    from ..errors import VisiontuneError
+    from .._core import console as _console
+    from .._core.errors import VisiontuneError
 
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"visiontune: {message}\n"  # one line, no source
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .. import __version__
+from .._core.version import __version__
 
 app = typer.Typer(
     name="visiontune",
@@ -34,7 +34,7 @@ def root(
 
 def parse_floats(text: str | None, what: str) -> list[float] | None:
     """'1e-4,1e-3,1e-2' -> [1e-4, 1e-3, 1e-2]; a clear error naming the option otherwise."""
-    from ..errors import ConfigError
+    from .._core.errors import ConfigError
 
     if text is None:
         return None

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .. import _console
+from .._core import console as _console
 from .app import app
 
 
@@ -27,7 +27,8 @@ def split_valid(
     A dry run unless you pass --yes. Never overwrites a file; writes a journal in DATA so that
     `visiontune split-valid --undo DATA` puts everything back exactly.
     """
-    from ..data.organise import JOURNAL, split_valid as do_split, undo_split_valid
+    from ..data.organise import JOURNAL, undo_split_valid
+    from ..data.organise import split_valid as do_split
 
     if undo:
         restored = undo_split_valid(data)

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .. import _console
+from .._core import console as _console
 from .app import app
 
 MODEL_HELP = "An exported model (model.vt), a run folder, or a weights file saved by learn.save (.safetensors)."
@@ -42,11 +42,12 @@ def predict(
     """Predict the class of every image named by INPUT... with a trained model: prints a table, and writes
     a CSV or a Kaggle submission. Unreadable images get a row with an error; the exit status is non-zero
     only if nothing could be predicted."""
-    from ..errors import ConfigError
-    from ..infer import learner_from_checkpoint, predict_files
-    from .._allocator import keep_freed_memory
+    from .._core.allocator import keep_freed_memory
+    from .._core.errors import ConfigError
+    from ..infer import predict_files
     from ..infer.batch import summary_line
     from ..infer.submission import clip_bounds
+    from ..runs.load import learner_from_checkpoint
 
     clip_bounds(clip)
     keep_freed_memory()  # freed activations stay in the process: ~1.7x faster batches on CPU
@@ -116,7 +117,7 @@ def export(
 ) -> None:
     """Turn a trained run into ONE safe model file (model.vt) that `visiontune predict` and
     `vt.load_learner` open without the training data and without pickle; --onnx adds model.onnx."""
-    from ..infer import learner_from_checkpoint
+    from ..runs.load import learner_from_checkpoint
 
     learn = learner_from_checkpoint(run, size=size, device="cpu")
     if out is None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .. import _console
+from .._core import console as _console
 from .app import app
 
 
@@ -21,7 +21,7 @@ def report(
     """Write the run's report page: config, training curves, epoch table, accuracy, confusion matrix,
     most-confused pairs, top losses with Grad-CAM heatmaps and the most uncertain pictures, in one
     self-contained HTML file. It predicts the validation set again, so the run's data must be on disk."""
-    from ..interpret.report import report_run
+    from ..runs.report import report_run
 
     path = report_run(run_dir, out=out, k=k, device=device)
     _console.out.print(f"report: {path}")

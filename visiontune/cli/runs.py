@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .. import _console
+from .._core import console as _console
 from .app import app
 
 

@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .. import _console
+from .._core import console as _console
+from .._core.io import write_bytes
 from .dataset import BadFiles, FilePixels
 from .decode import ImageDecodeError
 
@@ -49,18 +50,9 @@ def resolve_cache(cache, default_root: Path) -> tuple[Path | None, bool]:
         return default_root, False
     if isinstance(cache, (str, os.PathLike)):
         return Path(cache).expanduser(), False
-    from ..errors import ConfigError
+    from .._core.errors import ConfigError
 
     raise ConfigError(f"cache must be 'auto', 'on', 'off' or a folder, got {cache!r}.")
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _decode(path: Path, short_side: int) -> tuple[np.ndarray | None, str]:
@@ -110,7 +102,7 @@ class ImageCache:
         return index
 
     def write_index(self, index: dict) -> None:
-        _fsync_write(self.dir / "index.json", json.dumps(index, separators=(",", ":")).encode())
+        write_bytes(self.dir / "index.json", json.dumps(index, separators=(",", ":")).encode())
 
     @contextlib.contextmanager
     def new_segment(self):
@@ -270,7 +262,12 @@ class CachedPixels:
         size = max(1, min(CHUNK_IMAGES, CHUNK_BYTES // (self.short_side * self.short_side * 4)))
         progress = None
         if need and _console.interactive():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+            )
 
             progress = Progress(TextColumn("caching images"), BarColumn(), MofNCompleteColumn(),
                                 console=_console.err, transient=True)

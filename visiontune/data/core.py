@@ -10,11 +10,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..distributed import make_sampler
-from ..errors import ConfigError, DataError
+from .._core.distributed import make_sampler
+from .._core.errors import ConfigError, DataError
+from .._core.paths import cache_home
 from .cache import CachedPixels, ImageCache, resolve_cache
 from .dataset import BadFiles, FilePixels, ImageDataset, OffsetPixels
-from .labels import DEFAULT_PAT, Labelled, check_classes, folder_labels, name_re_labels, read_csv, split, table_labels
+from .labels import (
+    DEFAULT_PAT,
+    Labelled,
+    check_classes,
+    folder_labels,
+    name_re_labels,
+    read_csv,
+    split,
+    table_labels,
+)
 from .loader import EpochSampler, ImageLoader, collate_skip_none
 from .sources import scan_images
 from .transforms import AugmentConfig, presize, train_transform, valid_transform
@@ -90,8 +100,6 @@ class ImageData:
         self.ignored = ignored
         self.notes = list(notes)
         self.bad = BadFiles()
-        self.mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-        self.std: tuple[float, ...] = (0.229, 0.224, 0.225)
         self.presize = presize(self.size)
         self.cache = cache
         tr_files, tr_y = train
@@ -270,14 +278,8 @@ class ImageData:
     @property
     def cache_dir(self) -> Path:
         """This data's folder under the visiontune cache (image cache, precomputed activations)."""
-        from ..models.weights import cache_home
-
         digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:10]
         return cache_home() / "data" / f"{self.path.name or 'data'}-{digest}"
-
-    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """Use the backbone's statistics (the learner calls this)."""
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def dataset(self, ds: str) -> ImageDataset:
         """'train' | 'valid' | 'test' -> that dataset."""

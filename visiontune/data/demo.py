@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..models.weights import cache_home
+from .._core.paths import cache_home
 
 
 def digits_folder(dest: str | os.PathLike | None = None) -> Path:

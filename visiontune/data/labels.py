@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from .._core.errors import ConfigError, DataError
 from .sources import read_class_folders, scan_images, stratified_split
 
 DEFAULT_PAT = r"/([^/]+)_\d+\.jpg$"

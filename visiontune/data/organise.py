@@ -19,7 +19,7 @@ from typing import Hashable
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from .._core.errors import ConfigError, DataError
 from .sources import scan_images
 
 JOURNAL = ".visiontune-split-valid.json"

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..errors import ConfigError
+from .._core.figures import figure, finish
+
+from .._core.errors import ConfigError
 from .transforms import valid_transform
 
 if TYPE_CHECKING:
@@ -28,7 +30,8 @@ def label_text(data: "ImageData", target, path: Path) -> str:
 
 def show_batch(data: "ImageData", path: str | os.PathLike | None = None, ds: str = "train", n: int = 9,
                augment: bool = True, ncols: int | None = None) -> Figure:
-    """`n` random images of `ds` (seeded by the data's seed) with their labels -> Figure (PNG at `path`)."""
+    """`n` random images of `ds` (seeded by the data's seed) with their labels -> a figure that shows itself in
+    a notebook (PNG at `path`)."""
     if n < 1:
         raise ConfigError(f"n must be at least 1, got {n}.")
     dset = data.dataset(ds)
@@ -44,15 +47,11 @@ def show_batch(data: "ImageData", path: str | os.PathLike | None = None, ds: str
             break
     ncols = ncols or min(len(items), math.ceil(math.sqrt(len(items)))) or 1
     nrows = max(1, math.ceil(len(items) / ncols))
-    fig = Figure(figsize=(2.2 * ncols, 2.4 * nrows), dpi=100, layout="constrained")
+    fig = figure(2.2 * ncols, 2.4 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes:
         ax.axis("off")
     for ax, (x, text) in zip(axes, items):
         ax.imshow(x.permute(1, 2, 0).numpy())
         ax.set_title(text, fontsize=9)
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
-    return fig
+    return finish(fig, path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from .._core.errors import DataError
 from .decode import is_image_file
 
 

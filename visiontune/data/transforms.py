@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..errors import ConfigError
+from .._core.errors import ConfigError
 
 AUGMENT_PRESETS = (None, "side_on", "top_down")
 PRESIZE_FACTOR = 1.15

@@ -1,7 +1,6 @@
 """Inference: get_preds, tta, predict, the safe model file (export / load_learner), ONNX and submissions."""
 
 from .batch import FilePredictions, predict_files
-from .checkpoint import learner_from_checkpoint
 from .data import InferenceData, files_dataset, image_files
 from .export import export_learner, load_learner, read_model_header
 from .onnx_export import export_onnx
@@ -17,7 +16,6 @@ __all__ = [
     "files_dataset",
     "get_preds",
     "image_files",
-    "learner_from_checkpoint",
     "load_learner",
     "predict",
     "predict_files",

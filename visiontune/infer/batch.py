@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Iterable
 
 import torch
 
-from .. import _console
-from ..errors import ConfigError
+from .._core import console as _console
+from .._core.errors import ConfigError
+from .._core.io import atomic_write
 from .data import files_dataset, image_files
-from .export import atomic_write
 from .predict import get_preds
 from .submission import clip_bounds, write_submission
 from .tta import tta as run_tta

@@ -12,27 +12,27 @@ from typing import Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
+from .._core.errors import ConfigError, DataError
 from ..data.core import BadFiles, FilePixels, ImageDataset, loader_workers
 from ..data.decode import ImageDecodeError, is_image_file
 from ..data.loader import EpochSampler, collate_skip_none
 from ..data.sources import scan_images
 from ..data.transforms import AugmentConfig, valid_transform
-from ..data.transforms import presize as presize_for  # the name `presize` is an attribute here
-from ..errors import ConfigError, DataError
+from ..data.transforms import (
+    presize as presize_for,  # the name `presize` is an attribute here
+)
 
 _GLOB_CHARS = set("*?[")
 
 
 class InferenceData:
-    """The data stand-in of a learner rebuilt by `load_learner`: classes, image size, normalization and
-    the training augmentation (for TTA), but no images. Predict on new files with `files_dataset`."""
+    """The data stand-in of a learner rebuilt by `load_learner`: classes, image size and the training
+    augmentation (for TTA), but no images (the normalization is the model's own). Predict on new files with `files_dataset`."""
 
     def __init__(
         self,
         classes: Sequence[str],
         size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
         is_multi_label: bool = False,
         presize: int | None = None,
         aug: AugmentConfig | None = None,
@@ -42,7 +42,6 @@ class InferenceData:
     ):
         self.classes = list(classes)
         self.size = int(size)
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.is_multi_label = bool(is_multi_label)
         self.presize = int(presize) if presize is not None else presize_for(self.size)
         self.aug = aug or AugmentConfig()
@@ -53,19 +52,19 @@ class InferenceData:
     @classmethod
     def from_data(cls, data) -> "InferenceData":
         """The inference facts of a training `ImageData` (what `learn.export` stores)."""
-        return cls(data.classes, data.size, data.mean, data.std, bool(getattr(data, "is_multi_label", False)),
+        return cls(data.classes, data.size, bool(getattr(data, "is_multi_label", False)),
                    presize=getattr(data, "presize", None), aug=getattr(data, "aug", None),
                    path=getattr(data, "path", "."), bs=getattr(data, "bs", 64))
 
     def to_dict(self) -> dict:
-        return {"classes": self.classes, "size": self.size, "presize": self.presize, "mean": list(self.mean),
-                "std": list(self.std), "is_multi_label": self.is_multi_label, "augment": self.aug.to_dict()}
+        return {"classes": self.classes, "size": self.size, "presize": self.presize,
+                "is_multi_label": self.is_multi_label, "augment": self.aug.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict, path: str | os.PathLike = ".") -> "InferenceData":
         known = set(AugmentConfig.__dataclass_fields__)
         aug = AugmentConfig(**{k: v for k, v in (d.get("augment") or {}).items() if k in known})
-        return cls(d["classes"], d["size"], d["mean"], d["std"], d.get("is_multi_label", False),
+        return cls(d["classes"], d["size"], d.get("is_multi_label", False),
                    presize=d.get("presize"), aug=aug, path=path)
 
     @property

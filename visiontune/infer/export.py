@@ -1,5 +1,4 @@
-"""Saving and loading models without pickle: weights as safetensors (`learn.save`), and the one-file
-exported model (`learn.export` / `load_learner`), both written atomically."""
+"""The one-file exported model without pickle (`learn.export` / `load_learner`), written atomically."""
 
 from __future__ import annotations
 
@@ -8,57 +7,16 @@ import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError, ExportError, VisiontuneError
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call `write(tmp_path)`, fsync, then rename over `path`: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+from .._core.errors import ExportError, VisiontuneError
+from .._core.io import atomic_write
 
 
 def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-
-
-def save_weights(model: torch.nn.Module, path: Path, classes: Sequence[str] = ()) -> Path:
-    """Model weights -> one safetensors file, with class names and architecture in its metadata."""
-    meta = {"format": "visiontune-weights", "classes": json.dumps(list(classes))}
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
-        meta["model"] = json.dumps(config.to_dict())
-    state = _plain_state(model)
-    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
-
-
-def load_weights(model: torch.nn.Module, path: Path, strict: bool = True) -> None:
-    """Load a safetensors weights file written by `save_weights` (or any matching state dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"No saved model at {path}. Saved models: "
-                              f"{', '.join(p.stem for p in sorted(path.parent.glob('*.safetensors'))) or 'none'}.")
-    try:
-        state = load_file(str(path))
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}).") from e
-    try:
-        model.load_state_dict(state, strict=strict)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit this model: {str(e)[:400]}") from e
 
 
 # ----------------------------------------------------------------------------- the .vt model file
@@ -74,18 +32,19 @@ _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 def export_learner(learn, path: str | os.PathLike) -> Path:
     """Write `learn`'s model and everything needed to predict with it into ONE safe file (see `load_learner`)."""
-    from .. import __version__
+    from .._core.version import __version__
     from .data import InferenceData
 
     model = learn.model
     config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "to_dict"):
+    if config is None or not hasattr(config, "to_dict") or learn.preprocess is None:
         raise ExportError("export needs a model built by vision_learner (its config says how to rebuild it).")
     data = InferenceData.from_data(learn.data)
     multi = isinstance(learn.loss_func, torch.nn.BCEWithLogitsLoss)
     info = {
         "model": config.to_dict(),
         **data.to_dict(),
+        **learn.preprocess.to_dict(),
         "is_multi_label": data.is_multi_label or multi,
         "thresh": float(learn.thresh),
         "activation": "sigmoid" if multi else "softmax",
@@ -174,7 +133,7 @@ def read_model_header(path: str | os.PathLike) -> dict:
 def load_learner(path: str | os.PathLike, device=None):
     """Rebuild an inference Learner from a file written by `learn.export`: no training data, no network,
     and no pickle (the file holds JSON and raw tensors). Predict with `.predict`, `.get_preds`, `.tta`."""
-    from ..models import HeadConfig, ModelConfig, create_model
+    from ..models import HeadConfig, ModelConfig, Preprocess, create_model
     from ..train.learner import Learner
     from .data import InferenceData
 
@@ -183,7 +142,7 @@ def load_learner(path: str | os.PathLike, device=None):
     try:
         mc = ModelConfig.from_dict(config["model"])
         head = HeadConfig(**vars(mc.head))
-        model = create_model(mc.arch, mc.n_out, pretrained=False, head=head)
+        model = create_model(mc.arch, mc.n_out, pretrained=False, head=head, preprocess=Preprocess.from_dict(config))
     except VisiontuneError as e:
         raise ExportError(f"{path} needs architecture {config['model'].get('arch')!r}, which cannot be built "
                           f"here: {e}") from e

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .export import atomic_write
-from ..errors import ExportError
+from .._core.errors import ExportError
+from .._core.io import atomic_write
 
 if TYPE_CHECKING:
     from ..train.learner import Learner
@@ -42,7 +42,8 @@ def deploy_model(learn: "Learner") -> DeployModel:
     """A CPU, eval-mode copy of the learner's model wrapped with its preprocessing and activation."""
     model = copy.deepcopy(learn.model).to("cpu", memory_format=torch.contiguous_format).eval()
     sigmoid = isinstance(learn.loss_func, nn.BCEWithLogitsLoss)
-    return DeployModel(model, learn.data.mean, learn.data.std, sigmoid).eval()
+    mean, std = learn.norm_stats()
+    return DeployModel(model, mean, std, sigmoid).eval()
 
 
 def export_onnx(learn: "Learner", path: str | os.PathLike, opset: int | None = None,
@@ -56,7 +57,7 @@ def export_onnx(learn: "Learner", path: str | os.PathLike, opset: int | None = N
     except ImportError as e:
         raise ExportError(f"ONNX export needs the onnx extra: pip install 'visiontune[onnx]' "
                           f"({e.name} is missing).") from e
-    from .. import __version__
+    from .._core.version import __version__
 
     net = deploy_model(learn)
     size = learn.data.size
@@ -68,8 +69,8 @@ def export_onnx(learn: "Learner", path: str | os.PathLike, opset: int | None = N
         "classes": json.dumps(list(learn.data.classes)),
         "image_size": str(size),
         "resize_short_side": str(getattr(learn.data, "presize", size)),
-        "mean": json.dumps(list(learn.data.mean)),
-        "std": json.dumps(list(learn.data.std)),
+        "mean": json.dumps(list(learn.preprocess.mean)),
+        "std": json.dumps(list(learn.preprocess.std)),
         "activation": "sigmoid" if net.sigmoid else "softmax",
         "threshold": str(learn.thresh),
         "input": f"uint8 RGB NCHW (N, 3, {size}, {size}); normalization is inside the graph",

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import _console
+from .._core import console as _console
+from .._core.distributed import gather_cat, is_distributed
+from .._core.errors import ConfigError, DataError
 from ..data.decode import open_image, to_rgb
 from ..data.loader import DeviceLoader, EpochSampler, Normalize
 from ..data.transforms import pil_to_uint8, presize, valid_transform
-from ..distributed import gather_cat, is_distributed
-from ..errors import ConfigError, DataError
 from .data import FileImages, as_dataset
 from .progress import image_progress, show_progress
 
@@ -40,11 +40,11 @@ def image_loader(learn: "Learner", dset: "ImageDataset", bs: int | None = None,
         raw = learn.data.loader(dset, bs=bs, shuffle=False, drop_last=False, augment=False, device=learn.device,
                                 sampler=EpochSampler(len(dset), False, dataset=dset))  # never sharded
     cl = learn.channels_last if channels_last is None else channels_last
-    return DeviceLoader(raw, learn.device, learn.data.mean, learn.data.std, cl)
+    return DeviceLoader(raw, learn.device, *learn.norm_stats(), cl)
 
 
 def get_preds(learn: "Learner", ds="valid", with_loss: bool = False, with_index: bool = False,
-              bs: int | None = None, report_skipped: bool = True):
+              bs: int | None = None, report_skipped: bool = True, local: bool = False):
     """(probs, targets[, losses][, index]) over `ds` in file order, batched under inference_mode.
 
     `ds` is 'valid', 'train' or 'test' (through cached activations when precompute is on), or new
@@ -52,27 +52,27 @@ def get_preds(learn: "Learner", ds="valid", with_loss: bool = False, with_index:
     unlabelled images. Items that cannot be decoded are left out with a notice (unless
     `report_skipped=False`); `with_index=True` also returns the dataset positions of the rows.
     An out-of-memory error halves the batch size and starts again; under torchrun each process
-    predicts a shard of a named set and the rows are gathered back into file order."""
+    predicts a shard of a named set and the rows are gathered back into file order, unless `local`: then
+    this process predicts every item itself (the report on rank 0)."""
     from ..train import oom
 
-    named = is_named_set(ds)
-    dset = learn.data.dataset(ds) if named else as_dataset(learn.data, ds)
+    sharded = is_named_set(ds) and not (local and is_distributed())
+    dset = learn.data.dataset(ds) if is_named_set(ds) else as_dataset(learn.data, ds)
     if with_loss and not dset.is_labelled:
         raise ConfigError("with_loss=True needs labelled images; these have no targets.")
-    label = ds if named else "images"
-    while True:
-        try:
-            probs, targs, losses, index = _predict_pass(learn, ds, dset, with_loss, bs, label)
-            break
-        except BaseException as e:  # noqa: BLE001
-            if not oom.recovered(learn, e, "prediction"):
-                raise
-            bs = None if bs is None else max(bs // 2, 1)
+    label = ds if is_named_set(ds) else "images"
+    size = {"bs": bs}
+
+    def halve() -> None:
+        size["bs"] = None if size["bs"] is None else max(size["bs"] // 2, 1)
+
+    probs, targs, losses, index = oom.with_retry(
+        learn, "prediction", lambda: _predict_pass(learn, sharded, dset, with_loss, size["bs"], label), halve)
     p = torch.cat(probs) if probs else torch.empty(0, learn.data.c)
     t = torch.cat(targs) if targs else torch.empty(0, dtype=torch.long)
     ix = torch.cat(index) if index else torch.empty(0, dtype=torch.long)
     l = torch.cat(losses) if losses else torch.empty(0)
-    if named and is_distributed():  # each rank predicted a shard: gather and put back in file order
+    if sharded and is_distributed():  # each rank predicted a shard: gather and put back in file order
         p, t, ix = gather_cat(p), gather_cat(t), gather_cat(ix)
         l = gather_cat(l) if with_loss else l
         order = torch.argsort(ix)
@@ -88,9 +88,9 @@ def get_preds(learn: "Learner", ds="valid", with_loss: bool = False, with_index:
     return tuple(out)
 
 
-def _predict_pass(learn: "Learner", ds, dset, with_loss: bool, bs: int | None, label: str):
-    if is_named_set(ds):
-        dl, forward = learn.dl(ds, augment=False, bs=bs), learn.forward
+def _predict_pass(learn: "Learner", sharded: bool, dset, with_loss: bool, bs: int | None, label: str):
+    if sharded:
+        dl, forward = learn.dl(label, augment=False, bs=bs), learn.forward
     else:
         dl, forward = image_loader(learn, dset, bs), learn.model
     probs, targs, losses, index = [], [], [], []
@@ -112,7 +112,7 @@ def eval_mode(learn: "Learner") -> Iterator[None]:
     was_training = learn.model.training
     learn.model.eval()
     try:
-        with torch.inference_mode(), learn._autocast():
+        with torch.inference_mode(), learn.autocast():
             yield
     finally:
         learn.model.train(was_training)
@@ -209,7 +209,7 @@ def decode_probs(learn: "Learner", probs: torch.Tensor):
 
 def prepare_batch(learn: "Learner", tensors: list[torch.Tensor]) -> torch.Tensor:
     """Stack uint8 images and normalize them on the learner's device, as training batches are."""
-    return Normalize(learn.device, learn.data.mean, learn.data.std, learn.channels_last)(torch.stack(tensors))
+    return Normalize(learn.device, *learn.norm_stats(), learn.channels_last)(torch.stack(tensors))
 
 
 def predict(learn: "Learner", item):

@@ -6,8 +6,7 @@ import contextlib
 import time
 from typing import Callable, Iterator
 
-from .. import _console
-
+from .._core import console as _console
 
 MIN_IMAGES = 8  # fewer than this finish before a bar is worth drawing
 
@@ -25,7 +24,13 @@ def image_progress(total: int, desc: str, enabled: bool | None = None) -> Iterat
     if not enabled or total <= 0:
         yield lambda n: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[speed]}"), TimeRemainingColumn(), console=_console.err, transient=True)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import csv
-from collections import Counter
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from .export import atomic_write
+from .._core.errors import ConfigError
+from .._core.io import atomic_write
 
 
 def clip_bounds(clip: float | tuple[float, float] | None) -> tuple[float, float] | None:

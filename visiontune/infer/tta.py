@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from .. import _console
+from .._core import console as _console
+from .._core.errors import ConfigError
 from ..data.transforms import AugmentConfig, valid_transform
-from ..errors import ConfigError
 from .data import as_dataset
 from .predict import eval_mode, get_preds, image_loader, is_named_set, report_left_out
 from .progress import image_progress, show_progress

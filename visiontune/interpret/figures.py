@@ -12,9 +12,9 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from .._core.figures import figure, finish
 from ..data.transforms import valid_transform
 from .gradcam import conv_layers, feature_maps, grad_cam
-from .plots import figure, finish
 
 if TYPE_CHECKING:
     from ..train.learner import Learner

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from .._core.errors import ConfigError
 
 
 def cam_layer(model: nn.Module) -> nn.Module:

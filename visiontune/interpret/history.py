@@ -1,10 +1,8 @@
-"""Training history for the report: the epoch table and per-batch losses, from a live learner's recorder or
-from a finished run's log.csv and events.jsonl, and the curves drawn from it."""
+"""Training history for the report: the epoch table and per-batch losses (from a live learner's recorder, or
+read from a run folder by visiontune.runs), and the curves drawn from it."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plots import figure, finish
+from .._core.figures import figure, finish
 
 if TYPE_CHECKING:
     from ..train.recorder import Recorder
@@ -34,29 +32,6 @@ class TrainingHistory:
     def from_recorder(cls, rec: "Recorder") -> "TrainingHistory":
         return cls([{("seconds" if k == "time" else k): v for k, v in r.items()} for r in rec.rows],
                    [b[2] for b in rec.batch_history], list(rec.epoch_ends))
-
-    @classmethod
-    def from_run_dir(cls, run_dir: str | Path) -> "TrainingHistory":
-        """log.csv (epochs) and events.jsonl (batches) of a run folder; either may be missing."""
-        run_dir = Path(run_dir)
-        rows: list[dict] = []
-        if (run_dir / "log.csv").is_file():
-            with open(run_dir / "log.csv", newline="") as f:
-                rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
-        losses, ends, last_key = [], {}, None
-        if (run_dir / "events.jsonl").is_file():
-            for line in (run_dir / "events.jsonl").read_text().splitlines():
-                try:
-                    e = json.loads(line)
-                    losses.append(float(e["loss"]))
-                    last_key = (int(e["phase"]), int(e["epoch"]))
-                    ends[last_key] = int(e.get("step", len(losses)))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by a crash
-        epoch_ends = [ends.get((int(r.get("phase", -1)), int(r.get("epoch", -1))), -1) for r in rows]
-        if any(e < 0 for e in epoch_ends):
-            epoch_ends = []
-        return cls(rows, losses, epoch_ends)
 
     @property
     def metric_names(self) -> list[str]:
@@ -119,7 +94,8 @@ def _phase_starts(rows: list[dict], x) -> list[float]:
     return out
 
 
-def _number(v: str):
+def parse_number(v: str):
+    """A log.csv cell: an int, a float, or the text as it is."""
     try:
         f = float(v)
     except (TypeError, ValueError):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from .._core.errors import ConfigError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,16 +41,18 @@ class ClassificationInterpretation:
         self._row_of = {int(p): r for r, p in enumerate(self.index.tolist())}
 
     @classmethod
-    def from_learner(cls, learn: "Learner", ds: str = "valid", tta: bool = False) -> "ClassificationInterpretation":
+    def from_learner(cls, learn: "Learner", ds: str = "valid", tta: bool = False,
+                     local: bool = False) -> "ClassificationInterpretation":
         """Predict `ds` ('valid', or 'train' without augmentation) with `learn` (with test-time augmentation
-        when `tta`) and keep what the views need. Every process must call it under torchrun."""
+        when `tta`) and keep what the views need. Under torchrun every process must call it, unless `local`:
+        then this process predicts the whole set by itself (what the report does on rank 0)."""
         from ..infer.predict import get_preds
 
         if learn.data.dataset(ds).targets is None:
             raise ConfigError(f"The {ds} set has no labels, so there is nothing to compare predictions with. "
                               "Interpret the 'valid' set.")
         if not tta:
-            probs, targets, losses, index = get_preds(learn, ds, with_loss=True, with_index=True)
+            probs, targets, losses, index = get_preds(learn, ds, with_loss=True, with_index=True, local=local)
             return cls(learn, probs, targets, losses, index, ds)
         if not hasattr(learn, "tta"):
             raise ConfigError("tta=True needs Learner.tta, which this visiontune does not have; use tta=False.")

@@ -1,8 +1,9 @@
 """The run report: one self-contained HTML page (pictures embedded as data URIs, no network) that shows at a
 glance how good the model is, which pictures it gets wrong and where it looked.
 
-`write_report(learn, path)` writes it for a learner (the end of every `visiontune train` run does);
-`report_run(run_dir)` rebuilds a finished run's learner from its folder and writes `run_dir/report.html`.
+Pure rendering: `write_report(learn, path)` renders what it is given (the learner, its predictions, and
+optionally the run's settings, history and lr_find picture) and writes the page. Reading a run folder is
+the runs floor's job (visiontune.runs.report: `report_run`, and the report at the end of every run).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import os
 import traceback
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import __version__, _console
-from ..distributed import is_distributed, is_main_process
-from ..errors import CheckpointError, DataError
+from .._core import console as _console
+from .._core.distributed import is_main_process
+from .._core.io import write_text
+from .._core.version import __version__
 from .history import TrainingHistory
 from .interpretation import ClassificationInterpretation
 from .report_html import Page, fmt
@@ -31,24 +33,25 @@ SECTIONS = ("summary", "confusion", "most-confused", "top-losses", "most-uncerta
 
 
 def write_report(learn: "Learner", path: str | os.PathLike, interp: ClassificationInterpretation | None = None,
-                 k: int = 9, lr_find: "LRFindResult | None" = None, on_error: str = "notice") -> Path | None:
-    """Write the report for `learn` to `path` (report.html of a run folder: its config.yaml, log.csv and
-    lr_find.png are read from there when present) and return the path.
+                 k: int = 9, lr_find: "LRFindResult | None" = None, on_error: str = "notice",
+                 settings: dict | None = None, history: TrainingHistory | None = None,
+                 lr_find_image: str | os.PathLike | None = None, title: str | None = None) -> Path | None:
+    """Write the report for `learn` to `path` and return the path.
 
-    Under torchrun the main process predicts the whole validation set by itself and writes; the other
-    processes return None at once. Nothing waits on another process, so it is safe whether one process or
-    all of them call it. With `on_error='notice'` (what the end of training uses) a failure prints a notice
-    saying how to retry instead of losing the finished run; `on_error='raise'` raises."""
+    `settings` (default: the learner's own), `history` (default: its recorder), `lr_find` or `lr_find_image`
+    fill the configuration, curves and lr-finder sections. Under torchrun the main process predicts the whole
+    validation set by itself and writes; the other processes return None at once. With `on_error='notice'`
+    (what the end of training uses) a failure prints a notice saying how to retry instead of losing the
+    finished run; `on_error='raise'` raises."""
     path = Path(path)
     try:
         if not is_main_process():
             return None
         if interp is None:
-            interp = _interpret_here(learn) if is_distributed() else ClassificationInterpretation.from_learner(learn)
-        text = render_report(learn, interp, run_dir=path.parent, k=k, lr_find=lr_find)
-        from ..infer.export import atomic_write
-
-        return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+            interp = ClassificationInterpretation.from_learner(learn, local=True)
+        text = render_report(learn, interp, k=k, lr_find=lr_find, settings=settings, history=history,
+                             lr_find_image=lr_find_image, title=title)
+        return write_text(path, text)
     except Exception as e:
         if on_error == "raise":
             raise
@@ -59,121 +62,15 @@ def write_report(learn: "Learner", path: str | os.PathLike, interp: Classificati
         return None
 
 
-def _interpret_here(learn: "Learner", ds: str = "valid") -> ClassificationInterpretation:
-    """The interpretation of `ds` predicted by this process alone, in file order (no sharding, no gathering)."""
-    import torch
-
-    from ..data.loader import DeviceLoader, EpochSampler
-    from ..infer.predict import _per_item_loss
-
-    dset = learn.data.dataset(ds)
-    raw = learn.data.loader(ds, augment=False, device=learn.device, sampler=EpochSampler(len(dset), False))
-    dl = DeviceLoader(raw, learn.device, learn.data.mean, learn.data.std, learn.channels_last)
-    probs, targs, losses, index = [], [], [], []
-    model, was_training = learn.model, learn.model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), learn._autocast():
-            for x, y, idx in dl.iter_with_index():
-                out = model(x).float()
-                probs.append(learn.activation(out).cpu())
-                targs.append(y.cpu())
-                losses.append(_per_item_loss(learn.loss_func, out, y).float().cpu())
-                index.append(idx)
-    finally:
-        model.train(was_training)
-    if not index:
-        return ClassificationInterpretation(learn, torch.empty(0, learn.data.c), torch.empty(0, dtype=torch.long),
-                                            torch.empty(0), torch.empty(0, dtype=torch.long), ds)
-    return ClassificationInterpretation(learn, torch.cat(probs), torch.cat(targs), torch.cat(losses),
-                                        torch.cat(index), ds)
-
-
-def report_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, k: int = 9,
-               device: str | None = None) -> Path:
-    """Rebuild a `visiontune train` run's learner from its folder (config.yaml, the data it names, and
-    models/final.safetensors, or the newest checkpoint of an unfinished run) and write its report to
-    `out` (default `run_dir/report.html`). The run's data must still be on disk."""
-    learn = load_run(run_dir, device=device)
-    path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    return write_report(learn, path, k=k, on_error="raise") or path
-
-
-def load_run(run_dir: str | os.PathLike, device: str | None = None) -> "Learner":
-    """The learner of a run folder with its final (or latest checkpointed) weights, ready to predict."""
-    from ..runs import folder as F
-    from ..runs.config import TrainConfig
-    from ..runs.recipe import build_data, build_learner
-
-    run_dir = Path(run_dir)
-    record = F.read_config(run_dir)
-    info = record.pop("_run", {}) or {}
-    if info.get("source") == "python":
-        raise CheckpointError(
-            f"{run_dir} was trained from Python, so only your script knows how its data was built. In the script, "
-            f"after training: `from visiontune.interpret.report import write_report; "
-            f"write_report(learn, {str(run_dir / 'report.html')!r})` (a run made with runs= writes it already).")
-    cfg = TrainConfig.from_dict(record)
-    cfg = cfg.replace({"device": device, "precompute": False, "compile": False, "sync_bn": False, "bs": _bs(cfg)})
-    if not cfg.data_path.is_dir():
-        raise DataError(
-            f"The report needs the run's validation pictures, but its data folder {cfg.data_path} is not on disk "
-            f"any more. Put the data back at that path (or link it there) and run `visiontune report {run_dir}` again; "
-            f"the run's log.csv, results.json and models/ are untouched.")
-    data = build_data(cfg)
-    if info.get("data_fingerprint") and data.fingerprint() != info["data_fingerprint"]:
-        _console.notice(f"the data in {cfg.data_path} changed since this run trained (files added, removed or "
-                        f"modified): the report shows the model on the data as it is now.")
-    learn = build_learner(cfg.replace({"pretrained": False}), data)
-    _load_weights(learn, run_dir)
-    return learn
-
-
-def _bs(cfg) -> int:
-    return 64 if cfg.bs == "auto" else int(cfg.bs)
-
-
-def _load_weights(learn: "Learner", run_dir: Path) -> None:
-    from safetensors import safe_open
-
-    from ..runs.checkpoint import checkpoint_paths, read_checkpoint
-
-    final = run_dir / "models" / "final.safetensors"
-    if final.is_file():
-        with safe_open(str(final), framework="pt") as f:
-            classes = (f.metadata() or {}).get("classes")
-        if classes is not None:
-            import json
-
-            trained = json.loads(classes)
-            if trained != list(learn.data.classes):
-                raise DataError(f"{final} was trained on the classes {trained}, but {learn.data.path} now has "
-                                f"{learn.data.classes}. Put the data back as it was to report on this run.")
-        learn.load(final)
-        return
-    for p in checkpoint_paths(run_dir / "models"):
-        try:
-            ckpt = read_checkpoint(p)
-        except CheckpointError:
-            continue
-        learn.model.load_state_dict(ckpt.state["model"])
-        learn.recorder.load_state_dict(ckpt.state.get("callbacks", {}).get("recorder", {}))
-        _console.notice(f"{run_dir} has not finished: the report shows the model at its last checkpoint "
-                        f"({ckpt.position.describe()}).")
-        return
-    raise CheckpointError(f"{run_dir} has no trained weights yet (no models/final.safetensors and no readable "
-                          f"checkpoint). Continue it with `visiontune resume {run_dir}`.")
-
-
 # ---------------------------------------------------------------------------- the page
-def render_report(learn: "Learner", interp: ClassificationInterpretation, run_dir: Path | None = None, k: int = 9,
-                  lr_find: "LRFindResult | None" = None) -> str:
+def render_report(learn: "Learner", interp: ClassificationInterpretation, k: int = 9,
+                  lr_find: "LRFindResult | None" = None, settings: dict | None = None,
+                  history: TrainingHistory | None = None, lr_find_image: str | os.PathLike | None = None,
+                  title: str | None = None) -> str:
     """The report page as one HTML string."""
-    run_dir = Path(run_dir) if run_dir is not None else None
-    history = TrainingHistory.from_recorder(learn.recorder)
-    if not history.rows and run_dir is not None:
-        history = TrainingHistory.from_run_dir(run_dir)
-    title = f"{Path(learn.data.path).name} - {run_dir.name if run_dir is not None else 'visiontune'}"
+    if history is None:
+        history = TrainingHistory.from_recorder(learn.recorder)
+    title = f"{Path(learn.data.path).name} - {title or 'visiontune'}"
     page = Page(f"visiontune report: {title}")
     page.header(title, f"{len(interp)} validation pictures, {len(interp.classes)} classes; written "
                        f"{datetime.now().isoformat(timespec='seconds')} by visiontune {__version__}")
@@ -184,8 +81,8 @@ def render_report(learn: "Learner", interp: ClassificationInterpretation, run_di
     _most_uncertain(page, interp, k)
     _curves(page, history)
     _epochs(page, history)
-    _lr_find(page, learn, run_dir, lr_find)
-    _config(page, learn, run_dir)
+    _lr_find(page, learn, lr_find_image, lr_find)
+    _config(page, learn, settings)
     return page.render()
 
 
@@ -216,33 +113,26 @@ def _summary(page: Page, learn: "Learner", interp: ClassificationInterpretation)
            f"Classes: {', '.join(interp.classes[:30])}{' ...' if len(interp.classes) > 30 else ''}.", small=True)
 
 
-def _config(page: Page, learn: "Learner", run_dir: Path | None) -> None:
+def _config(page: Page, learn: "Learner", settings: dict | None) -> None:
     s = page.section("config", "Run configuration")
-    settings: dict[str, Any] | None = None
-    if run_dir is not None and (run_dir / "config.yaml").is_file():
-        from ..runs.folder import read_config
-
-        try:
-            settings = read_config(run_dir)
-        except Exception as e:  # noqa: BLE001  (a damaged config must not cost the rest of the report)
-            s.note(f"{run_dir / 'config.yaml'} could not be read: {e}")
     if settings is None:
-        from ..runs.autosave import learner_settings
+        from ..train.vision import learner_settings
 
         settings = learner_settings(learn)
+    settings = dict(settings)
     run = settings.pop("_run", None) or {}
     s.table(["setting", "value"], [[k, fmt(v)] for k, v in settings.items()], cls="kv")
     if run:
         s.details("recorded at run time", ["", "value"], [[k, fmt(v)] for k, v in run.items()], cls="kv")
 
 
-def _lr_find(page: Page, learn: "Learner", run_dir: Path | None, res) -> None:
+def _lr_find(page: Page, learn: "Learner", image: str | os.PathLike | None, res) -> None:
     s = page.section("lr-find", "Learning-rate finder")
     res = res if res is not None else getattr(learn, "lr_find_result", None)
     if res is not None:
         s.figure(res.plot(), f"lr_find: suggested lr {res.suggestion:.2e}")
-    elif run_dir is not None and (run_dir / "lr_find.png").is_file():
-        s.image_file(run_dir / "lr_find.png", "lr_find.png of this run")
+    elif image is not None and Path(image).is_file():
+        s.image_file(Path(image), f"{Path(image).name} of this run")
     else:
         s.note("This run did not use the learning-rate finder. To see it here: `learn.lr_find()` before training "
                "in Python, or `visiontune lr-find DATA --plot RUN/lr_find.png` and then `visiontune report RUN`.")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .head import create_head, create_pool
+from .preprocess import Preprocess
 from .registry import Backbone, create_body
 
 
@@ -44,9 +45,10 @@ class ModelConfig:
 
 
 class VisionModel(nn.Module):
-    """`head(pool(body(x)))`; `features(x)` = `pool(body(x))` is what precompute caches."""
+    """`head(pool(body(x)))`; `features(x)` = `pool(body(x))` is what precompute caches. `preprocess` is how its
+    images are normalized (the backbone's statistics, or what an exported file says)."""
 
-    def __init__(self, backbone: Backbone, config: ModelConfig):
+    def __init__(self, backbone: Backbone, config: ModelConfig, preprocess: Preprocess | None = None):
         super().__init__()
         self.body = backbone.body
         n_feat = backbone.num_features * (2 if config.head.concat_pool else 1)
@@ -54,6 +56,7 @@ class VisionModel(nn.Module):
         self.head = create_head(n_feat, config.n_out, config.head.kind, config.head.lin_ftrs, config.head.ps)
         self.config = config
         self.backbone = backbone
+        self.preprocess = preprocess or Preprocess.of(backbone.mean, backbone.std)
         self.n_features = n_feat
         self._body_groups = backbone.groups
 
@@ -83,7 +86,9 @@ def create_model(
     pretrained: bool = True,
     weights: str | os.PathLike | None = None,
     head: HeadConfig | None = None,
+    preprocess: Preprocess | None = None,
 ) -> VisionModel:
-    """Body of `arch` (weights resolved by the registry) + a fresh head with `n_out` outputs."""
+    """Body of `arch` (weights resolved by the registry) + a fresh head with `n_out` outputs; `preprocess`
+    defaults to the backbone's normalization."""
     backbone = create_body(arch, pretrained=pretrained, weights=weights)
-    return VisionModel(backbone, ModelConfig(arch=arch, n_out=n_out, head=head or HeadConfig()))
+    return VisionModel(backbone, ModelConfig(arch=arch, n_out=n_out, head=head or HeadConfig()), preprocess)

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import ConfigError, WeightsError
+from .._core.errors import ConfigError, WeightsError, did_you_mean
 from .weights import (
     is_online,
     load_into,
@@ -58,6 +58,20 @@ def register_backbone(name: str) -> Callable[[Builder], Builder]:
 def list_backbones() -> list[str]:
     """Names with a registry entry of their own; any timm model name works as well."""
     return sorted(_REGISTRY)
+
+
+def check_arch(name: str) -> str:
+    """`name` if it names a backbone (ours, or any timm model); else a ConfigError with the closest names."""
+    import timm
+
+    if name in _REGISTRY or timm.is_model(name) or timm.is_model(name.split(".")[0]):
+        return name
+    hint = did_you_mean(name, [*list_backbones(), *timm.list_models()])
+    if not hint:
+        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:8]
+        hint = f"Similar timm names: {', '.join(close)}." if close else ""
+    raise ConfigError(f"Unknown architecture {name!r}: arch must be a visiontune backbone "
+                      f"({', '.join(list_backbones())}) or a timm model name. {hint}".rstrip())
 
 
 def create_body(name: str, pretrained: bool = True, weights: str | os.PathLike | None = None) -> Backbone:
@@ -149,13 +163,7 @@ def _resolve_timm_weights(name: str) -> Path | None:
 def _timm_backbone(name: str, pretrained: bool, weights: Path | None) -> Backbone:
     import timm
 
-    if not timm.is_model(name) and not timm.is_model(name.split(".")[0]):
-        close = ", ".join(timm.list_models(f"*{name.split('.')[0][:6]}*")[:8])
-        hint = f" (similar: {close})" if close else ""
-        raise ConfigError(
-            f"Unknown architecture '{name}'. Use a visiontune backbone ({', '.join(list_backbones())}) "
-            f"or any timm model name{hint}."
-        )
+    check_arch(name)
     model = timm.create_model(name, pretrained=False)
     classifier = model.default_cfg.get("classifier", "classifier")
     prefixes = tuple(c + "." for c in ([classifier] if isinstance(classifier, str) else classifier))

@@ -6,26 +6,22 @@ it names the architecture, where we looked, and the two ways out.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import WeightsError
+from .._core.errors import CheckpointError, WeightsError
+from .._core.io import atomic_write
+from .._core.paths import cache_home
 
 StateDict = Mapping[str, torch.Tensor]
-
-
-def cache_home() -> Path:
-    """The visiontune cache folder: $VISIONTUNE_HOME, else $XDG_CACHE_HOME/visiontune, else ~/.cache/visiontune."""
-    if os.environ.get("VISIONTUNE_HOME"):
-        return Path(os.environ["VISIONTUNE_HOME"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "visiontune"
 
 
 def weights_cache_dir() -> Path:
@@ -44,8 +40,6 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"Weights file {path} does not exist.")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -114,3 +108,33 @@ def weights_unavailable(arch: str, looked: list[str], reason: str = "") -> Weigh
         f"to the internet once so the download fills the cache. For the offline default use "
         f"arch='efficientnet_lite0'; pretrained=False trains from random weights on purpose."
     )
+
+
+def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: torch.nn.Module, path: Path, classes: Sequence[str] = ()) -> Path:
+    """Model weights -> one safetensors file, with class names and architecture in its metadata."""
+    meta = {"format": "visiontune-weights", "classes": json.dumps(list(classes))}
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        meta["model"] = json.dumps(config.to_dict())
+    state = _plain_state(model)
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+def load_weights(model: torch.nn.Module, path: Path, strict: bool = True) -> None:
+    """Load a safetensors weights file written by `save_weights` (or any matching state dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No saved model at {path}. Saved models: "
+                              f"{', '.join(p.stem for p in sorted(path.parent.glob('*.safetensors'))) or 'none'}.")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}).") from e
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit this model: {str(e)[:400]}") from e

@@ -24,9 +24,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
-from ..errors import CheckpointError
-from .failpoints import failpoint
+from .._core.errors import CheckpointError
+from .._core.io import atomic_write, remove_partial_files  # noqa: F401  (re-exported for runs)
+from .._core.version import __version__
 
 if TYPE_CHECKING:
     from ..train.learner import Learner
@@ -144,40 +144,17 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} cannot go into a checkpoint header")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows, where folders cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Temporary file + fsync + rename (+ fsync of the folder): a reader sees the old file or the new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "version": str(VERSION), "visiontune": __version__,
               "state": json.dumps(meta, default=_jsonable), "sha256": tensor_digest(tensors)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        save_file(tensors, str(tmp), metadata=header)
-        failpoint("checkpoint-partial", before=lambda: os.truncate(tmp, tmp.stat().st_size // 2))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        failpoint("checkpoint-written")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), failpoints="checkpoint",
+                     durable=True)
     except OSError as e:
         raise CheckpointError(f"Could not write the checkpoint {path}: {e}. Free some disk space or pick another "
                               f"run folder.") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    failpoint("checkpoint-renamed")
     return path
 
 
@@ -267,12 +244,6 @@ def next_checkpoint_path(folder: Path) -> Path:
 def prune_checkpoints(folder: Path, keep: int) -> None:
     """Delete all but the `keep` newest checkpoints."""
     for p in checkpoint_paths(folder)[max(keep, 1):]:
-        p.unlink(missing_ok=True)
-
-
-def remove_partial_files(folder: Path) -> None:
-    """Temporary files left by a process killed while writing (never read; safe to delete)."""
-    for p in Path(folder).glob(".*.partial"):
         p.unlink(missing_ok=True)
 
 

@@ -7,9 +7,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from .._core.errors import ConfigError, bad_value, did_you_mean
+from ..data.transforms import AUGMENT_PRESETS
+from ..models.registry import check_arch
 
 SCHEDULES = ("one_cycle", "sgdr", "constant")
+HEADS = ("fastai", "linear")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def setting(default: Any = None, help: str = "", flags: tuple[str, ...] = (), factory=None) -> Any:
+    """A TrainConfig field with its command-line help: `visiontune train` builds its options from these, so a
+    new setting is declared once. `flags` overrides typer's default `--name/--no-name` for booleans."""
+    meta = {"help": help, "flags": flags}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -18,47 +31,57 @@ class TrainConfig:
     precomputed activations); phase 2, when `unfreeze_epochs > 0`, trains every layer with `lrs`.
     `fine_tune=True` instead runs fastai's recipe: `freeze_epochs` frozen, then `epochs` unfrozen."""
 
-    data: str = ""
-    arch: str = "efficientnet_lite0"
-    size: int = 224
-    bs: int | str = 64
-    epochs: int = 3
-    lr: float | None = None
-    valid_pct: float | None = None
-    seed: int = 42
-    out: str = "runs"
-    weights: str | None = None
-    pretrained: bool = True
-    augment: str | None = None
-    schedule: str = "one_cycle"
-    cycle_len: int | None = None
-    cycle_mult: int = 1
-    precompute: bool = False
-    unfreeze_epochs: int = 0
-    lrs: list[float] | None = None
-    lr_slice: list[float] | None = None
-    fine_tune: bool = False
-    freeze_epochs: int = 1
-    lr_mult: float = 100.0
-    wd: float = 0.01
-    opt: str = "adamw"
-    head: str = "fastai"
-    metrics: list[str] = field(default_factory=lambda: ["accuracy", "error_rate"])
-    device: str | None = None
-    num_workers: int | None = None
-    mixed_precision: str | None = None
-    sync_bn: bool = False
-    compile: bool = False
-    save_best: bool = False
-    early_stop: int | None = None
-    monitor: str = "valid_loss"
-    tensorboard: bool = False
-    keep_checkpoints: int = 2
-    deterministic: bool = False
+    data: str = setting("", "Image folder: DATA/train/CLASS/ images (+ DATA/valid/CLASS/), or DATA/CLASS/ images.")
+    arch: str = setting("efficientnet_lite0", "Backbone: efficientnet_lite0 (embedded), resnet18/34/50, or any timm name.")
+    size: int = setting(224, "Image size (pixels, square).")
+    bs: int | str = setting(64, "Batch size per process, or 'auto' (largest that fits on the GPU).")
+    epochs: int = setting(3, "Epochs of the first phase (head only, body frozen); with --fine-tune, unfrozen epochs.")
+    lr: float | None = setting(None, "Learning rate (max lr for one-cycle). Default: 3e-3 frozen, 1e-3 unfrozen.")
+    valid_pct: float | None = setting(None, "Fraction of train to hold out when there is no valid/ folder (default 0.2).")
+    seed: int = setting(42, "Random seed (split, shuffling, initialisation).")
+    out: str = setting("runs", "Folder that receives the run folder.")
+    weights: str | None = setting(None, "Pretrained weights file (.safetensors or state dict .pth) for the backbone.")
+    pretrained: bool = setting(True, "Start from pretrained weights (--no-pretrained: random, on purpose).")
+    augment: str | None = setting(None, "Augmentation preset: side_on (photos) or top_down (satellite, microscopy).")
+    schedule: str = setting("one_cycle", "one_cycle | sgdr | constant.")
+    cycle_len: int | None = setting(None, "SGDR: epochs in the first cycle.")
+    cycle_mult: int = setting(1, "SGDR: each cycle is this many times longer than the last.")
+    precompute: bool = setting(False, "Train the head on precomputed body activations (seconds per epoch).")
+    unfreeze_epochs: int = setting(0, "Then unfreeze and train every layer for this many epochs.")
+    lrs: list[float] | None = setting(None, "Unfrozen lrs per layer group, e.g. 1e-4,1e-3,1e-2.")
+    lr_slice: list[float] | None = setting(None, "Unfrozen lrs spread geometrically from lo to hi, e.g. 1e-5,1e-3.")
+    fine_tune: bool = setting(False, "fastai's recipe: 1 frozen epoch, then --epochs unfrozen.", ("--fine-tune",))
+    freeze_epochs: int = setting(1, "With --fine-tune: frozen epochs before unfreezing.")
+    lr_mult: float = setting(100.0, "With --fine-tune: the body's lr is the head's divided by this.")
+    wd: float = setting(0.01, "Weight decay (decoupled).")
+    opt: str = setting("adamw", "Optimizer: adamw or sgd.")
+    head: str = setting("fastai", "Head: fastai (pool, BN, dropout, 512, classes) or linear (one layer).")
+    metrics: list[str] = setting(help="Metrics shown each epoch, e.g. accuracy,error_rate.",
+                                 factory=lambda: ["accuracy", "error_rate"])
+    device: str | None = setting(None, "cpu, cuda, cuda:1 or mps (default: best available).")
+    num_workers: int | None = setting(None, "Data loader worker processes (default: sized to the machine).")
+    mixed_precision: str | None = setting(None, "bf16 | fp16 | off (default: bf16/fp16 on GPUs, off on CPU).")
+    sync_bn: bool = setting(False, "Synchronise BatchNorm statistics across torchrun processes.", ("--sync-bn",))
+    compile: bool = setting(False, "torch.compile the model (faster steps after a slow first one).", ("--compile",))
+    save_best: bool = setting(False, "Keep the weights of the best epoch (by --monitor) and end each phase with them.",
+                              ("--save-best",))
+    early_stop: int | None = setting(None, "Stop a phase after this many epochs without improvement in --monitor.")
+    monitor: str = setting("valid_loss", "What --save-best and --early-stop watch: valid_loss or a metric.")
+    tensorboard: bool = setting(False, "Also log to TensorBoard (RUN/tensorboard; needs the tensorboard extra).",
+                                ("--tensorboard",))
+    keep_checkpoints: int = setting(2, "Checkpoints kept in RUN/models (the newest and fallbacks).")
+    deterministic: bool = setting(False, "Ask PyTorch for deterministic GPU kernels (slower); CPU runs repeat "
+                                  "exactly without it.", ("--deterministic",))
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}.")
+        for name, choices in (("schedule", SCHEDULES), ("head", HEADS), ("opt", OPTIMIZERS)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise bad_value(name, value, "one of " + ", ".join(choices), did_you_mean(value, choices))
+        if self.augment is not None and self.augment not in AUGMENT_PRESETS:
+            raise bad_value("augment", self.augment, "side_on, top_down or null",
+                            did_you_mean(self.augment, AUGMENT_PRESETS[1:]))
+        check_arch(self.arch)
         if self.schedule == "sgdr" and self.cycle_len is None:
             self.cycle_len = 1
         if self.bs != "auto":
@@ -101,11 +124,11 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         """Read a YAML config: a file you wrote, or a run's config.yaml (its `_run` record is left aside)."""
-        from .folder import read_config
+        from .rundir import RunDir
 
-        d = read_config(path)
-        d.pop("_run", None)
-        return cls.from_dict(d)
+        path = Path(path)
+        return cls.from_dict(RunDir.of(path).settings if path.is_dir() or path.name == RunDir.CONFIG
+                             else _read_yaml(path))
 
     def replace(self, overrides: dict[str, Any] | list[str]) -> "TrainConfig":
         """A copy with some settings changed: a dict, or `key=value` strings as `--set` gives them."""
@@ -172,3 +195,19 @@ def coerce(key: str, value: Any, type_text: str) -> Any:
         return str(value) if not isinstance(value, str) else value
     except (TypeError, ValueError):
         raise ConfigError(f"{key} must be {type_text.replace(' | None', ' (or null)')}; got {value!r}.") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    """A YAML settings file that is not a run's config.yaml."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist. Pass a YAML file of settings, a run folder or its config.yaml.")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path} should hold `key: value` lines, got {type(d).__name__}.")
+    d.pop("_run", None)
+    return d

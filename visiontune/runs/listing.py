@@ -7,15 +7,15 @@ import math
 import os
 from pathlib import Path
 
-from ..errors import ConfigError
+from .._core.errors import ConfigError
 from ..train.metrics import get_metrics
-from . import folder as F
+from .rundir import RunDir
 
 
 def find_run_dirs(root: Path, depth: int = 3) -> list[Path]:
     """Folders holding a config.yaml under `root` (root itself, runs/<dataset>/<run>, ...)."""
     root = Path(root)
-    if (root / "config.yaml").is_file():
+    if RunDir.is_run(root):
         return [root]
     found: list[Path] = []
     if depth and root.is_dir():
@@ -70,12 +70,13 @@ def list_runs(root: str | os.PathLike = "runs") -> list[dict]:
         raise ConfigError(f"{root} does not exist. Pass the folder your runs are in (default: runs).")
     out = []
     for run_dir in find_run_dirs(root):
+        run = RunDir(run_dir)
         try:
-            cfg = F.read_config(run_dir)
+            cfg = run.config
         except Exception:  # noqa: BLE001  (a damaged config still gets listed)
             cfg = {}
         info = cfg.get("_run") or {}
-        rows = _read_log(run_dir / "log.csv")
+        rows = _read_log(run.log_file)
         out.append({
             "path": str(run_dir),
             "name": run_dir.name,
@@ -85,6 +86,6 @@ def list_runs(root: str | os.PathLike = "runs") -> list[dict]:
             "epochs": len(rows),
             "planned": planned_epochs(cfg),
             "best": best_metric(rows, list(cfg.get("metrics") or [])),
-            "status": F.run_status(run_dir),
+            "status": run.status,
         })
     return sorted(out, key=lambda r: (r["date"], r["path"]))

@@ -4,63 +4,22 @@ pipelines as Python calls (the CLI is a thin layer on them)."""
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-import torch
-
-from .. import _console
+from .._core import console as _console
+from .._core.distributed import is_main_process, setup_from_env, world_size
+from .._core.errors import CheckpointError
 from ..data import ImageData
-from ..distributed import is_main_process, setup_from_env, world_size
-from ..errors import CheckpointError
-from ..train import Callback, Learner, vision_learner
+from ..train import Callback, Learner
 from ..train.oom import find_batch_size
-from ..train.tracking import EarlyStopping, SaveBest, TensorBoardLogger
-from . import folder as F
+from .build import build_data, build_learner, config_callbacks, seed_everything
+from .callback import RunFolder
 from .config import TrainConfig
+from .finish import print_summary
+from .rundir import RunDir, run_name
 
 CLI_RESUME_HINT = "visiontune resume {run_dir}"
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch so a run on the CPU repeats exactly. `deterministic` also asks PyTorch
-    for deterministic GPU kernels (slower; ops without one warn)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def build_data(cfg: TrainConfig) -> ImageData:
-    return ImageData.from_folder(
-        cfg.data_path, valid_pct=cfg.valid_pct, seed=cfg.seed, size=cfg.size, bs=64 if cfg.bs == "auto" else cfg.bs,
-        augment=cfg.augment, num_workers=cfg.num_workers,
-    )
-
-
-def config_callbacks(cfg: TrainConfig) -> list[Callback]:
-    """The callbacks the config asks for: SaveBest, EarlyStopping, TensorBoardLogger."""
-    cbs: list[Callback] = []
-    if cfg.save_best:
-        cbs.append(SaveBest(monitor=cfg.monitor))
-    if cfg.early_stop:
-        cbs.append(EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stop))
-    if cfg.tensorboard:
-        cbs.append(TensorBoardLogger("tensorboard"))
-    return cbs
-
-
-def build_learner(cfg: TrainConfig, data: ImageData, cbs: Iterable[Callback] = ()) -> Learner:
-    return vision_learner(
-        data, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, metrics=cfg.metrics, wd=cfg.wd,
-        lr=cfg.lr, opt=cfg.opt, precompute=cfg.precompute, head=cfg.head, cbs=cbs, device=cfg.device,
-        mixed_precision=cfg.mixed_precision, sync_bn=cfg.sync_bn, compile=cfg.compile,
-    )
 
 
 def run_phase(learn: Learner, cfg: TrainConfig, epochs: int, lrs, cbs: Iterable[Callback] = ()) -> None:
@@ -121,7 +80,7 @@ def train(cfg: TrainConfig, cbs: Iterable[Callback] = (), run: bool = True) -> L
         train_phases(learn, cfg, cbs)
         return learn
     settings = {**cfg.to_dict(), "data": str(cfg.data_path.resolve()), "out": str(Path(cfg.out).expanduser().resolve())}
-    cb = _attach(learn, cfg, runs=cfg.out, settings=settings, name=F.run_name(cfg), run_info=_resolved(cfg, learn))
+    cb = _attach(learn, cfg, runs=cfg.out, settings=settings, name=run_name(cfg), run_info=_resolved(cfg, learn))
     if not _console.quiet() and is_main_process():
         _console.out.print(f"run folder: {cb.path}")
     train_phases(learn, cfg, cbs)
@@ -132,44 +91,41 @@ def train(cfg: TrainConfig, cbs: Iterable[Callback] = (), run: bool = True) -> L
 def _finish(cb) -> dict:
     results = cb.finish()
     if not _console.quiet():
-        F.print_summary(results, cb.path)
+        print_summary(results, cb.dir)
     return results
 
 
-def _attach(learn: Learner, cfg: TrainConfig, **kwargs):
-    from .autosave import attach_run
-
-    return attach_run(learn, keep=cfg.keep_checkpoints, finish_each_fit=False, resume_hint=CLI_RESUME_HINT, **kwargs)
+def _attach(learn: Learner, cfg: TrainConfig, **kwargs) -> RunFolder:
+    cb = RunFolder(keep=cfg.keep_checkpoints, finish_each_fit=False, resume_hint=CLI_RESUME_HINT, **kwargs)
+    learn.add_cbs([cb])
+    return cb
 
 
 def resume(run_dir: str | os.PathLike) -> Learner | None:
     """Continue an interrupted `visiontune train` run from its newest readable checkpoint, in the same folder,
     with the same settings, lr schedule and random state; returns the learner (None if it had finished)."""
     setup_from_env()
-    run_dir = Path(run_dir)
-    record = F.read_config(run_dir)
-    info = record.pop("_run", {}) or {}
-    if info.get("source") == "python":
-        raise CheckpointError(f"{run_dir} was trained from Python, so only your script knows its steps: rerun it "
-                              f"with vision_learner(..., run_dir={str(run_dir)!r}, resume=True).")
-    if F.run_status(run_dir) == "finished":
-        _console.err.print(f"{run_dir} has finished already; nothing to resume (`visiontune rerun` trains it again).",
+    run = RunDir.of(run_dir)
+    if run.from_python:
+        raise CheckpointError(f"{run.path} was trained from Python, so only your script knows its steps: rerun it "
+                              f"with vision_learner(..., run_dir={str(run.path)!r}, resume=True).")
+    if run.status == "finished":
+        _console.err.print(f"{run.path} has finished already; nothing to resume (`visiontune rerun` trains it again).",
                            highlight=False)
         return None
-    cfg = TrainConfig.from_dict(record)
+    cfg = TrainConfig.from_dict(run.settings)
     seed_everything(cfg.seed, cfg.deterministic)
     data = build_data(cfg)
-    if info.get("data_fingerprint") and data.fingerprint() != info["data_fingerprint"]:
+    if run.info.get("data_fingerprint") and data.fingerprint() != run.info["data_fingerprint"]:
         _console.notice(f"the data in {cfg.data_path} changed since this run started (files added, removed or "
                         f"modified): the resumed epochs see the new data.")
     learn = build_learner(cfg, data, cbs=config_callbacks(cfg))
     _announce(learn, cfg, data)
-    cb = _attach(learn, cfg, run_dir=run_dir, resume=True)
-    plan = learn.resume_from
-    _console.out.print(f"resuming {run_dir} from " + (plan.position.describe() if plan else "the beginning (no checkpoint "
-                                                      "was complete)"), highlight=False)
+    cb = _attach(learn, cfg, run_dir=run.path, resume=True)
+    checkpoint = learn.resume.checkpoint
+    _console.out.print(f"resuming {run.path} from " + (checkpoint.position.describe() if checkpoint else
+                                                       "the beginning (no checkpoint was complete)"), highlight=False)
     train_phases(learn, cfg)
-    learn.resume_from = None  # if every phase had finished, attach_run already restored the final state
     _finish(cb)
     return learn
 

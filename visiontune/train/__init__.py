@@ -1,6 +1,11 @@
 """Training: Learner, callbacks, schedules, lr_find, precompute, metrics, optimizers."""
 
-from .callbacks import Callback, CancelBatchException, CancelEpochException, CancelFitException
+from .callbacks import (
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+)
 from .learner import Learner
 from .lr_find import LRFindResult
 from .metrics import Metric, accuracy, accuracy_multi, error_rate, fbeta

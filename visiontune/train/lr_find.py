@@ -1,5 +1,6 @@
 """The learning-rate finder (Leslie Smith, 2015): increase the lr exponentially per mini-batch, watch the
-loss, stop when it explodes, then put the model and optimizer back exactly as they were."""
+loss, stop when it explodes, then put the model and optimizer back exactly as they were. `LRFinder` is a
+callback driven by the Learner's one fit loop, as in fastai."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .. import _console
-from ..distributed import broadcast_object
+from .._core.distributed import broadcast_object
+from .._core.errors import ConfigError
+from .callbacks import Callback, CancelFitException, CancelValidException
 from .optim import set_hyper
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ class LRFindResult:
 
     def plot(self, path: str | Path | None = None, skip_start: int = 5, skip_end: int = 3):
         """Loss vs lr on a log axis with the suggestions marked; writes a PNG when `path` is given."""
-        from ..interpret.plots import plot_lr_find
+        from .plots import plot_lr_find
 
         return plot_lr_find(self, path, skip_start=skip_start, skip_end=skip_end)
 
@@ -85,87 +87,76 @@ def suggest(lrs: list[float], losses: list[float], skip_start: int = 5, skip_end
     return _valley(lr, lo), steep, minimum
 
 
+class LRFinder(Callback):
+    """The range test as a callback of the ordinary fit loop: before every training batch it sets the lr to
+    `start_lr * mult**i`, after it records the smoothed loss, and it stops the fit after `num_it` batches or
+    when the loss passes 4x its best; validation is skipped and the model, optimizer and random state are
+    put back exactly when the fit ends. Being a fit, it gets mixed precision, DDP, out-of-memory recovery and
+    every user callback (callbacks with `records = True` sit it out)."""
+
+    order = -30
+
+    def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, stop_div: bool = True,
+                 beta: float = 0.98):
+        if not 0 < start_lr < end_lr:
+            raise ConfigError(f"lr_find needs 0 < start_lr < end_lr; got start_lr={start_lr}, end_lr={end_lr}.")
+        if num_it < 2:
+            raise ConfigError(f"lr_find needs num_it >= 2 mini-batches; got {num_it}.")
+        self.start_lr, self.end_lr, self.num_it, self.stop_div, self.beta = start_lr, end_lr, num_it, stop_div, beta
+        self.mult = (end_lr / start_lr) ** (1 / max(num_it - 1, 1))
+
+    @property
+    def name(self) -> str:
+        return "lr_finder"
+
+    def before_fit(self) -> None:
+        learn = self.learn
+        self.model_state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+        self.opt_state = copy.deepcopy(learn.opt.state_dict())
+        self.rng_state = torch.get_rng_state()
+        self.was_training = learn.model.training
+        self.lrs, self.losses, self.best, self.avg, self.it = [], [], math.inf, 0.0, 0
+
+    def before_batch(self) -> None:
+        if self.learn.training:
+            set_hyper(self.learn.opt, "lr", [self.start_lr * self.mult**self.it] * self.learn.n_groups)
+
+    def after_batch(self) -> None:
+        if not self.learn.training:
+            return
+        self.avg = self.beta * self.avg + (1 - self.beta) * self.learn.loss_value
+        smooth = self.avg / (1 - self.beta ** (self.it + 1))
+        self.lrs.append(self.start_lr * self.mult**self.it)
+        self.losses.append(smooth)
+        self.it += 1
+        if math.isfinite(smooth):
+            self.best = min(self.best, smooth)
+        diverged = self.stop_div and (not math.isfinite(smooth) or smooth > 4 * self.best)
+        if diverged or self.it >= self.num_it:
+            raise CancelFitException()
+
+    def before_validate(self) -> None:
+        raise CancelValidException()
+
+    def after_fit(self) -> None:
+        learn = self.learn
+        learn.model.load_state_dict(self.model_state)
+        learn.opt.load_state_dict(self.opt_state)
+        torch.set_rng_state(self.rng_state)
+        learn.model.train(self.was_training)
+
+    after_fail = after_fit
+
+    def result(self) -> LRFindResult:
+        valley, steep, minimum = suggest(self.lrs, self.losses)
+        return LRFindResult(list(self.lrs), list(self.losses), valley, steep, minimum)
+
+
 def lr_find(learn: "Learner", start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
             stop_div: bool = True, beta: float = 0.98) -> LRFindResult:
-    """Run the range test on `learn`'s training data (cycling it when shorter than `num_it`).
-
-    An out-of-memory error in the first steps halves the batch size and starts again. Under torchrun
-    gradients are averaged across ranks and rank 0's curve is the result everywhere."""
-    from . import oom
-
-    while True:
-        try:
-            res = _lr_find(learn, start_lr, end_lr, num_it, stop_div, beta)
-            break
-        except BaseException as e:  # noqa: BLE001
-            if not oom.recovered(learn, e, "lr_find"):
-                raise
-    return broadcast_object(res)
-
-
-def _lr_find(learn: "Learner", start_lr: float, end_lr: float, num_it: int, stop_div: bool,
-             beta: float) -> LRFindResult:
-    if learn.opt is None:
-        learn.create_opt()
-    model_state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
-    opt_state = copy.deepcopy(learn.opt.state_dict())
-    rng_state = torch.get_rng_state()
-    was_training = learn.model.training
-    lrs, losses = [], []
-    best, avg = math.inf, 0.0
-    it = 0
-    learn.training = True
-    learn._set_train_mode()
-    learn._wrap_ddp()
-    dl = learn.train_dl
-    mult = (end_lr / start_lr) ** (1 / max(num_it - 1, 1))
-    progress = None
-    if _console.interactive() and not learn.quiet:
-        from rich.progress import Progress
-
-        progress = Progress(console=_console.err, transient=True)
-        progress.start()
-        task = progress.add_task("lr_find", total=num_it)
-    try:
-        epoch = 0
-        while it < num_it:
-            dl.set_epoch(10_000 + epoch)
-            for xb, yb in dl:
-                lr = start_lr * mult**it
-                set_hyper(learn.opt, "lr", [lr] * learn.n_groups)
-                with learn._autocast():
-                    loss = learn.loss_func(learn.forward(xb).float(), yb)
-                if learn.scaler is not None:
-                    learn.scaler.scale(loss).backward()
-                    learn.scaler.step(learn.opt)
-                    learn.scaler.update()
-                else:
-                    loss.backward()
-                    learn.opt.step()
-                learn.opt.zero_grad(set_to_none=True)
-                value = loss.item()
-                avg = beta * avg + (1 - beta) * value
-                smooth = avg / (1 - beta ** (it + 1))
-                lrs.append(lr)
-                losses.append(smooth)
-                it += 1
-                if progress is not None:
-                    progress.update(task, advance=1)
-                if math.isfinite(smooth):
-                    best = min(best, smooth)
-                if stop_div and (not math.isfinite(smooth) or smooth > 4 * best):
-                    it = num_it
-                if it >= num_it:
-                    break
-            epoch += 1
-    finally:
-        if progress is not None:
-            progress.stop()
-        learn.model.load_state_dict(model_state)
-        learn.opt.load_state_dict(opt_state)
-        torch.set_rng_state(rng_state)
-        learn.model.train(was_training)
-        learn.training = False
-        learn._ddp = None
-    valley, steep, minimum = suggest(lrs, losses)
-    return LRFindResult(lrs, losses, valley, steep, minimum)
+    """Run the range test on `learn`'s training data (cycling it when shorter than `num_it`) as a fit that leaves
+    no trace. Under torchrun gradients are averaged across ranks and rank 0's curve is the result everywhere."""
+    finder = LRFinder(start_lr, end_lr, num_it, stop_div, beta)
+    n_epoch = -(-num_it // max(len(learn.train_dl), 1))
+    learn._fit(n_epoch, start_lr, schedule=None, cbs=[finder], record=False)
+    return broadcast_object(finder.result())

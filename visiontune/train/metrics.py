@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError
+from .._core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import copy
 import gc
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import torch
 
-from .. import _console
-from ..distributed import is_distributed
+from .._core import console as _console
+from .._core.distributed import is_distributed
+from .._core.errors import VisiontuneError
 
 if TYPE_CHECKING:
     from .learner import Learner
 
+T = TypeVar("T")
 OOM_STEPS = 10  # an OOM within this many training steps of a fit is recovered; later ones are raised
 MIN_BS = 2
 
@@ -55,6 +57,50 @@ def recovered(learn: "Learner", e: BaseException, where: str) -> bool:
     return is_oom(e) and not is_distributed() and shrink_batch(learn, where)
 
 
+class FitOOM(Exception):
+    """Internal: a fit ran out of memory in its first steps and the batch size was halved; run it again."""
+
+
+def fit_with_retry(learn: "Learner", run: Callable[[], None]) -> None:
+    """Run one fit; after an out-of-memory error in its first OOM_STEPS steps, put the model and optimizer
+    back as they were before it and run it again at the halved batch size (`learn.retrying` is True then)."""
+    saved = snapshot(learn)
+    try:
+        while True:
+            try:
+                run()
+                return
+            except FitOOM:
+                restore(learn, saved)
+                learn.retrying = True
+    finally:
+        learn.retrying = False
+
+
+def fit_failed(learn: "Learner", e: BaseException) -> BaseException | None:
+    """What a fit that raised `e` should raise: FitOOM to retry (OOM in the first steps, batch size halved),
+    a VisiontuneError that says what to do (a later OOM), or None to re-raise `e` as it is."""
+    if learn._fit_steps < OOM_STEPS and recovered(learn, e, "training"):
+        return FitOOM()
+    if is_oom(e):
+        return VisiontuneError(f"Out of memory on {learn.device} at epoch {learn.epoch} batch {learn.iter} with "
+                               f"batch size {learn.data.bs}. Pass a smaller batch size (--bs / bs=) or --bs auto.")
+    return None
+
+
+def with_retry(learn: "Learner", where: str, attempt: Callable[[], T], before_retry: Callable[[], None] | None = None
+               ) -> T:
+    """`attempt()`, again after each out-of-memory error that halved the batch size (prediction, lr_find)."""
+    while True:
+        try:
+            return attempt()
+        except BaseException as e:  # noqa: BLE001
+            if not recovered(learn, e, where):
+                raise
+            if before_retry is not None:
+                before_retry()
+
+
 def shrink_batch(learn: "Learner", where: str) -> bool:
     """Halve the data's batch size after an OOM in `where`; False when already at the floor."""
     old = learn.data.bs
@@ -90,8 +136,8 @@ def find_batch_size(learn: "Learner", start: int = 1024) -> int:
             x = x1.repeat(reps, *[1] * (x1.ndim - 1))[:bs]
             y = y1.repeat(reps, *[1] * (y1.ndim - 1))[:bs]
             try:
-                learn._set_train_mode()
-                with learn._autocast():
+                learn.set_train_mode()
+                with learn.autocast():
                     loss = learn.loss_func(learn.forward(x).float(), y)
                 loss.backward()
                 learn.opt.zero_grad(set_to_none=True)

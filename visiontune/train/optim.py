@@ -9,7 +9,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from .._core.errors import ConfigError
 
 Lrs = Union[float, Sequence[float], slice]
 _NORM = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,9 +19,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .. import __version__, _console
+from .._core import console as _console
+from .._core.distributed import (
+    barrier,
+    broadcast_object,
+    gather_cat,
+    is_distributed,
+    is_main_process,
+    make_sampler,
+)
+from .._core.io import atomic_write, write_text
+from .._core.version import __version__
 from ..data.loader import DeviceLoader, EpochSampler
-from ..distributed import barrier, broadcast_object, gather_cat, is_distributed, is_main_process, make_sampler
 from ..data.transforms import valid_transform
 
 if TYPE_CHECKING:
@@ -56,14 +64,19 @@ def cache_key(learn: "Learner", ds: str) -> tuple[str, dict]:
         "size": data.size,
         "presize": data.presize,
         "transform": repr(valid_transform(data.size)),
-        "mean": list(data.mean),
-        "std": list(data.std),
+        "mean": list(learn.norm_stats()[0] or ()),
+        "std": list(learn.norm_stats()[1] or ()),
         "files": files.hexdigest(),
         "n": len(dset),
         "ds": ds,
     }
     key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
     return key, desc
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+        np.save(f, arr, allow_pickle=False)
 
 
 class ActivationCache:
@@ -96,16 +109,9 @@ class ActivationCache:
         feats_p, idx_p, meta_p = self.paths(key)
         meta_p.unlink(missing_ok=True)
         for path, arr in ((feats_p, feats), (idx_p, idx)):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-            with open(tmp, "wb") as f:
-                np.save(f, arr)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        tmp = meta_p.with_name(f".{meta_p.name}.{os.getpid()}.partial")
-        tmp.write_text(json.dumps({"desc": desc, "shape": list(feats.shape), "complete": True,
-                                   "visiontune": __version__, "created": time.time()}))
-        os.replace(tmp, meta_p)
+            atomic_write(path, lambda tmp, arr=arr: _save_npy(tmp, arr))
+        write_text(meta_p, json.dumps({"desc": desc, "shape": list(feats.shape), "complete": True,
+                                       "visiontune": __version__, "created": time.time()}))
 
     def get(self, learn: "Learner", ds: str) -> tuple[np.ndarray, np.ndarray]:
         """Features and kept positions for `ds`, from disk when the key matches, else computed now.
@@ -134,7 +140,7 @@ def compute_features(learn: "Learner", ds: str) -> tuple[np.ndarray, np.ndarray]
     """Run the body (eval mode, no augmentation, inference_mode) over `ds` in batches."""
     data, model = learn.data, learn.model
     raw = data.loader(ds, bs=data.bs * 2, augment=False, shuffle=False, drop_last=False, device=learn.device)
-    dl = DeviceLoader(raw, learn.device, data.mean, data.std, learn.channels_last)
+    dl = DeviceLoader(raw, learn.device, *learn.norm_stats(), learn.channels_last)
     n = len(raw.dataset)
     feats = np.empty((n, model.n_features), dtype=np.float32)
     kept = np.zeros(n, dtype=bool)
@@ -150,7 +156,7 @@ def compute_features(learn: "Learner", ds: str) -> tuple[np.ndarray, np.ndarray]
         progress.start()
         task = progress.add_task(f"precompute {ds}", total=n, speed="")
     try:
-        with torch.inference_mode(), learn._autocast():
+        with torch.inference_mode(), learn.autocast():
             for x, _, idx in dl.iter_with_index():
                 out = model.features(x).float().cpu().numpy()
                 feats[idx.numpy()] = out

@@ -5,9 +5,15 @@ from __future__ import annotations
 import math
 import time
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
-from .. import _console
+from .._core import console as _console
 from .callbacks import Callback
 
 
@@ -43,7 +49,8 @@ class ProgressCallback(Callback):
         self._widths = [max(len(n), 10) for n in names]
         self._widths[0] = 5
         header = "  ".join(n.ljust(w) for n, w in zip(names, self._widths))
-        _console.out.print(f"[bold]{header}[/]", markup=True)
+        if self.learn.recording:  # a fit that leaves no trace (lr_find) shows its bar, not an epoch table
+            _console.out.print(f"[bold]{header}[/]", markup=True)
         bar = self.show_bar if self.show_bar is not None else _console.interactive()
         if bar:
             self._progress = Progress(
@@ -80,7 +87,7 @@ class ProgressCallback(Callback):
         self._progress.update(self._task, advance=1, speed=f"{speed:,.0f} img/s")
 
     def after_epoch(self) -> None:
-        if not self._enabled():
+        if not self._enabled() or not self.learn.recording:
             return
         row = self.learn.recorder.last
         vals = [row["epoch"], row["train_loss"], row["valid_loss"], *[row.get(m.name) for m in self.learn.metrics]]

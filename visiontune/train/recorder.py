@@ -14,6 +14,7 @@ class Recorder(Callback):
     keeps (phase, iteration, loss, lr) for every batch of every fit."""
 
     order = -10
+    records = True
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
@@ -28,7 +29,7 @@ class Recorder(Callback):
 
     # --------------------------------------------------------------- events
     def before_fit(self) -> None:
-        if not getattr(self.learn, "resuming", False):  # a resumed fit keeps its phase and batch lists
+        if not self.learn.continuing:  # a resumed fit keeps its phase and batch lists
             if not self.learn.retrying:  # a fit restarted after an out-of-memory error keeps its phase
                 self.phase += 1
             self.lrs, self.moms, self.losses = [], [], []
@@ -42,7 +43,7 @@ class Recorder(Callback):
         self._sum, self._n = 0.0, 0
 
     def after_batch(self) -> None:
-        if not self.learn.training:
+        if not self.learn.training or self.learn.loss is None:  # a batch cancelled before its loss
             return
         loss = float(self.learn.loss_value)
         lr = self.learn.hypers("lr")[-1]
@@ -90,24 +91,24 @@ class Recorder(Callback):
 
     def plot_losses(self, path: str | Path | None = None):
         """Training loss per batch and validation loss per epoch, over all fits."""
-        from ..interpret.plots import plot_losses
+        from .plots import plot_losses
 
         return plot_losses(self, path)
 
     def plot_lr(self, path: str | Path | None = None):
         """Learning rate (last layer group) per batch of the last fit."""
-        from ..interpret.plots import plot_lr
+        from .plots import plot_lr
 
         return plot_lr(self, path)
 
     def plot_sched(self, path: str | Path | None = None):
         """Learning rate and momentum per batch of the last fit, side by side."""
-        from ..interpret.plots import plot_sched
+        from .plots import plot_sched
 
         return plot_sched(self, path)
 
     def plot_metrics(self, path: str | Path | None = None):
         """Each metric per epoch over all fits."""
-        from ..interpret.plots import plot_metrics
+        from .plots import plot_metrics
 
         return plot_metrics(self, path)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Sequence
 
-import torch
-
-from ..errors import ConfigError
+from .._core.errors import ConfigError
 from .callbacks import Callback
 
 if TYPE_CHECKING:
@@ -18,6 +16,7 @@ class CycleSaver(Callback):
     """Saves `{name}_cyc_{i}` when SGDR cycle i ends (`fit(..., cycle_len=1, cycle_save_name=name)`)."""
 
     order = 50
+    records = True
 
     def __init__(self, name: str, cycles: Sequence[int]):
         self.name_, self.ends = name, set()

@@ -13,8 +13,9 @@ import io
 import math
 from pathlib import Path
 
-from .. import _console
-from ..errors import ConfigError
+from .._core import console as _console
+from .._core.errors import ConfigError
+from .._core.io import write_text
 from .callbacks import Callback, CancelFitException
 
 LOSSES = ("valid_loss", "train_loss")
@@ -28,6 +29,7 @@ class TrackerCallback(Callback):
     fit starts afresh; otherwise the best value carries over from one fit (phase) to the next."""
 
     order = 60
+    records = True
 
     def __init__(self, monitor: str = "valid_loss", min_delta: float = 0.0, reset_on_fit: bool = True):
         self.monitor, self.min_delta, self.reset_on_fit = monitor, abs(float(min_delta)), reset_on_fit
@@ -37,7 +39,7 @@ class TrackerCallback(Callback):
 
     def before_fit(self) -> None:
         self.higher_is_better = self._direction()
-        if self.reset_on_fit and not self.learn.resuming:
+        if self.reset_on_fit and not self.learn.continuing:
             self.best, self.best_epoch = None, None
 
     def _direction(self) -> bool:
@@ -116,7 +118,7 @@ class EarlyStopping(TrackerCallback):
 
     def before_fit(self) -> None:
         super().before_fit()
-        if self.reset_on_fit and not self.learn.resuming:
+        if self.reset_on_fit and not self.learn.continuing:
             self.wait, self.stopped_epoch = 0, None
 
     def before_epoch(self) -> None:
@@ -160,6 +162,7 @@ class CSVLogger(Callback):
     epoch twice or one that the checkpoint lost. A relative `fname` lives in `learn.path`."""
 
     order = 70
+    records = True
 
     def __init__(self, fname: str | Path = "log.csv"):
         self.fname = Path(fname)
@@ -175,14 +178,12 @@ class CSVLogger(Callback):
     def write(self) -> None:
         if not self.learn.is_main_process:
             return
-        from ..infer.export import atomic_write
-
         cols, rows = epoch_table(self.learn.recorder.rows)
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+        write_text(self.path, buf.getvalue())
 
     def before_fit(self) -> None:
         if self.learn.recorder.rows:
@@ -206,6 +207,7 @@ class TensorBoardLogger(Callback):
     Steps count training batches over every fit; after a resume, events past the checkpoint are purged."""
 
     order = 70
+    records = True
 
     def __init__(self, log_dir: str | Path = "tensorboard"):
         if not tensorboard_available():
@@ -226,10 +228,10 @@ class TensorBoardLogger(Callback):
         from torch.utils.tensorboard import SummaryWriter
 
         log_dir = self.log_dir if self.log_dir.is_absolute() else self.learn.path / self.log_dir
-        if self.writer is None or self.learn.resuming:
+        if self.writer is None or self.learn.continuing:
             if self.writer is not None:
                 self.writer.close()
-            purge = self._step() if self.learn.resuming else None
+            purge = self._step() if self.learn.continuing else None
             self.writer = SummaryWriter(str(log_dir), purge_step=purge)
 
     def after_batch(self) -> None:

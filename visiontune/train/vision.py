@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterable
 
-from ..errors import ConfigError
+import torch
+
+from .._core.errors import ConfigError
 from ..models import HeadConfig, create_model
 from .callbacks import Callback
 from .learner import Learner
@@ -40,7 +43,7 @@ def vision_learner(
     `precompute=True` trains the head on cached body activations (seconds per epoch on a CPU);
     `head="linear"` puts a single linear layer on the features instead of fastai's head.
     `metrics` defaults to accuracy, or to accuracy_multi and fbeta (F2) for multi-label data (lesson 2).
-    `runs="runs"` records every fit in a new run folder `runs/<dataset>/<time>-<arch>-<size>-bs<bs>/` (config,
+    `runs="runs"` (sugar for `cbs=[RunFolder("runs")]`) records every fit in a new run folder `runs/<dataset>/<time>-<arch>-<size>-bs<bs>/` (config,
     log, checkpoints every epoch, results, model); `run_dir=` names the folder; with `resume=True` an
     interrupted run continues there: rerun the same script, finished fits are skipped.
     """
@@ -54,10 +57,34 @@ def vision_learner(
     learn.freeze()
     if precompute:
         learn.precompute = True
-    if runs is not None or run_dir is not None:
-        from ..runs.autosave import attach_run
+    if runs is not None or run_dir is not None:  # sugar for cbs=[RunFolder(...)]: the one upward import of train
+        from ..runs.callback import RunFolder
 
-        attach_run(learn, runs=runs, run_dir=run_dir, resume=resume)
+        learn.add_cbs([RunFolder(runs=runs, run_dir=run_dir, resume=resume)])
     elif resume:
         raise ConfigError("resume=True needs run_dir=: the folder of the run to continue.")
     return learn
+
+
+def learner_settings(learn: "Learner") -> dict:
+    """What config.yaml records for a run made from Python: the learner's and the data's settings."""
+    data, model = learn.data, learn.model
+    cfg = getattr(model, "config", None)
+    return {
+        "data": str(Path(data.path).resolve()),
+        "arch": getattr(cfg, "arch", type(model).__name__),
+        "head": cfg.head.kind if cfg is not None else None,
+        "size": data.size,
+        "bs": data.bs,
+        "seed": data.seed,
+        "augment": data.aug.augment,
+        "classes": list(data.classes),
+        "opt": learn.opt_name,
+        "wd": learn.wd,
+        "lr": learn._lr,
+        "metrics": [m.name for m in learn.metrics],
+        "device": str(learn.device),
+        "mixed_precision": learn.mixed_precision,
+        "precompute": learn.precompute,
+        "torch_seed": int(torch.initial_seed()),
+    }

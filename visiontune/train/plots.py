@@ -3,46 +3,16 @@ Jupyter) and writes a PNG when given a path. Figures are built without pyplot, s
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from .._core.figures import finish, new_figure
+
 if TYPE_CHECKING:
-    from ..train.lr_find import LRFindResult
-    from ..train.recorder import Recorder
-
-
-class PlotFigure(Figure):
-    """A matplotlib Figure that shows itself in Jupyter as a PNG even when pyplot (and with it the inline
-    backend's display hook) was never imported."""
-
-    def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.savefig(buf, format="png")
-        return buf.getvalue()
-
-
-def figure(w: float, h: float) -> PlotFigure:
-    """An empty figure of `w` x `h` inches with constrained layout, drawn without pyplot."""
-    return PlotFigure(figsize=(w, h), dpi=100, layout="constrained")
-
-
-def new_figure(w: float = 6.0, h: float = 4.0, ncols: int = 1, nrows: int = 1):
-    fig = figure(w, h)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
-
-
-def finish(fig: Figure, path: str | Path | None) -> Figure:
-    """Write `fig` as PNG to `path` (folders created) and return it."""
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
-    return fig
+    from .lr_find import LRFindResult
+    from .recorder import Recorder
 
 
 def plot_lr_find(res: "LRFindResult", path=None, skip_start: int = 5, skip_end: int = 3) -> Figure:

@@ -1,0 +1,75 @@
+"""The one atomic writer: every file visiontune writes (checkpoints, exports, configs, caches, CSVs) goes to a
+temporary name in the same folder, is fsynced, then renamed over the target, so a reader sees the old file
+or the new one and never half of one, whatever kills the process."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from .failpoints import failpoint
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def partial_name(path: Path) -> Path:
+    """The temporary name `path` is written under: hidden, unique per writer, ending in `.partial`."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:6]}.partial")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], failpoints: str | None = None,
+                 durable: bool = False) -> Path:
+    """Call `write(tmp)` to fill a temporary file, fsync it, then rename it over `path` and return `path`.
+
+    `failpoints='checkpoint'` passes the crash points `checkpoint-partial` (half written), `checkpoint-written`
+    (complete, not renamed) and `checkpoint-renamed` (see failpoints.py); `durable` also fsyncs the folder so
+    the rename survives a power cut. The temporary file never outlives a failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_name(path)
+    try:
+        write(tmp)
+        if failpoints:
+            failpoint(f"{failpoints}-partial", before=lambda: os.truncate(tmp, tmp.stat().st_size // 2))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if failpoints:
+            failpoint(f"{failpoints}-written")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        fsync_dir(path.parent)
+    if failpoints:
+        failpoint(f"{failpoints}-renamed")
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """`atomic_write` of a UTF-8 text file."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """`atomic_write` of a binary file."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def remove_partial_files(folder: Path) -> None:
+    """Temporary files left in `folder` by a process killed while writing (never read; safe to delete)."""
+    for p in Path(folder).glob(".*.partial"):
+        p.unlink(missing_ok=True)

@@ -1,0 +1,54 @@
+"""Data and learner from a TrainConfig: what `visiontune train`, `resume`, `report` and `lr-find` build."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from ..data import ImageData
+from ..train import Callback, Learner, vision_learner
+from ..train.tracking import EarlyStopping, SaveBest, TensorBoardLogger
+from .config import TrainConfig
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch so a run on the CPU repeats exactly. `deterministic` also asks PyTorch
+    for deterministic GPU kernels (slower; ops without one warn)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def build_data(cfg: TrainConfig) -> ImageData:
+    return ImageData.from_folder(
+        cfg.data_path, valid_pct=cfg.valid_pct, seed=cfg.seed, size=cfg.size, bs=64 if cfg.bs == "auto" else cfg.bs,
+        augment=cfg.augment, num_workers=cfg.num_workers,
+    )
+
+
+def config_callbacks(cfg: TrainConfig) -> list[Callback]:
+    """The callbacks the config asks for: SaveBest, EarlyStopping, TensorBoardLogger."""
+    cbs: list[Callback] = []
+    if cfg.save_best:
+        cbs.append(SaveBest(monitor=cfg.monitor))
+    if cfg.early_stop:
+        cbs.append(EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stop))
+    if cfg.tensorboard:
+        cbs.append(TensorBoardLogger("tensorboard"))
+    return cbs
+
+
+def build_learner(cfg: TrainConfig, data: ImageData, cbs: Iterable[Callback] = ()) -> Learner:
+    return vision_learner(
+        data, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, metrics=cfg.metrics, wd=cfg.wd,
+        lr=cfg.lr, opt=cfg.opt, precompute=cfg.precompute, head=cfg.head, cbs=cbs, device=cfg.device,
+        mixed_precision=cfg.mixed_precision, sync_bn=cfg.sync_bn, compile=cfg.compile,
+    )
