@@ -46,7 +46,7 @@ FIGURES = [
 ]
 
 
-# What visiontune's Learner sets for its own process on the CPU (visiontune/_allocator.py); fastai runs with
+# What visiontune's Learner sets for its own process on the CPU (visiontune/_core/allocator.py); fastai runs with
 # glibc's defaults, as its users get it.
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 

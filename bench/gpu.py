@@ -52,10 +52,6 @@ class MemoryData:
         self.bs, self.size, self.path, self.seed = bs, size, None, 0
         self.classes = [str(i) for i in range(c)]
         self.c, self.is_multi_label = c, False
-        self.mean, self.std = (0.5,) * 3, (0.5,) * 3
-
-    def set_normalization(self, mean, std):
-        self.mean, self.std = tuple(mean), tuple(std)
 
     def dataset(self, ds):
         return self.ds

@@ -17,7 +17,7 @@ body frozen) and exported to OUT/model.vt. Then, interleaved over --repeats roun
   onnxruntime   the exported ONNX model (uint8 in, probabilities out) over the same pre-made images
   pipeline_*    the input pipeline alone (no model), batched as the library runs it and image by image
 
-glibc's malloc is tuned in this process as `visiontune predict` tunes its own (visiontune/_allocator.py),
+glibc's malloc is tuned in this process as `visiontune predict` tunes its own (visiontune/_core/allocator.py),
 so every in-process figure, the ceiling included, gets the same allocator; --default-malloc leaves it as is.
 
 Prints ONE JSON line (medians, all runs, ratios to the channels_last ceiling, foreign CPU load);
@@ -137,7 +137,7 @@ def main() -> None:
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc's malloc as it is in this process (the CLI subprocess still tunes its own)")
     a = p.parse_args()
-    from visiontune._allocator import keep_freed_memory
+    from visiontune._core.allocator import keep_freed_memory
 
     tuned = False if a.default_malloc else keep_freed_memory()
     a.out.mkdir(parents=True, exist_ok=True)

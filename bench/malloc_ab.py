@@ -5,7 +5,7 @@
 
 Each round starts two fresh processes one after the other, one with glibc's defaults and one with
 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 (what `visiontune predict` sets for itself,
-see visiontune/_allocator.py); each decodes the images once, then times 3 passes of `model(x)` over the
+see visiontune/_core/allocator.py); each decodes the images once, then times 3 passes of `model(x)` over the
 pre-made tensors and reports its median. Prints ONE JSON line with the medians over rounds and their ratio.
 """
 from __future__ import annotations

@@ -91,9 +91,11 @@ class FirstBatch:
 
 
 class EpochTimer(Callback):
-    """Train and validation seconds of each epoch, per fit."""
+    """Train and validation seconds of each epoch, per fit (lr_find is a fit of the same loop, which this
+    callback sits out, as the recorder does: `records = True`)."""
 
     order = -30
+    records = True
 
     def __init__(self):
         self.fits = []
