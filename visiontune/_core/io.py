@@ -73,3 +73,19 @@ def remove_partial_files(folder: Path) -> None:
     """Temporary files left in `folder` by a process killed while writing (never read; safe to delete)."""
     for p in Path(folder).glob(".*.partial"):
         p.unlink(missing_ok=True)
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    """A YAML file of `key: value` lines as a dict; ConfigError naming the file when it is not valid YAML or
+    not a mapping (the caller checks that it exists, to say what was expected there)."""
+    import yaml
+
+    from .errors import ConfigError
+
+    try:
+        d = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path} should hold `key: value` lines, got {type(d).__name__}.")
+    return d

@@ -50,9 +50,9 @@ def resolve_cache(cache, default_root: Path) -> tuple[Path | None, bool]:
         return default_root, False
     if isinstance(cache, (str, os.PathLike)):
         return Path(cache).expanduser(), False
-    from .._core.errors import ConfigError
+    from .._core.errors import bad_value
 
-    raise ConfigError(f"cache must be 'auto', 'on', 'off' or a folder, got {cache!r}.")
+    raise bad_value("cache", cache, "'auto', 'on', 'off' or a folder")
 
 
 def _decode(path: Path, short_side: int) -> tuple[np.ndarray | None, str]:

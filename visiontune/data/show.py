@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
+from .._core.errors import bad_value
 from .._core.figures import figure, finish
-
-from .._core.errors import ConfigError
 from .transforms import valid_transform
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ def show_batch(data: "ImageData", path: str | os.PathLike | None = None, ds: str
     """`n` random images of `ds` (seeded by the data's seed) with their labels -> a figure that shows itself in
     a notebook (PNG at `path`)."""
     if n < 1:
-        raise ConfigError(f"n must be at least 1, got {n}.")
+        raise bad_value("n", n, "at least 1")
     dset = data.dataset(ds)
     if ds == "train" and not augment:
         dset = dset.with_transform(valid_transform(data.size))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 
 from .._core import console as _console
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, bad_value
 from .._core.io import atomic_write
 from .data import files_dataset, image_files
 from .predict import get_preds
@@ -104,7 +104,7 @@ class FilePredictions:
         """A Kaggle submission (`write_submission`) of the files that could be predicted, with ids taken from
         the file names (`ids='stem'`: 'test/1234.jpg' -> 1234; 'name': '1234.jpg'; 'path': the path)."""
         if ids not in ("stem", "name", "path"):
-            raise ConfigError(f"ids must be 'stem', 'name' or 'path'; got {ids!r}.")
+            raise bad_value("ids", ids, "'stem', 'name' or 'path'")
         keep = [i for i, e in enumerate(self.errors) if e is None]
         if len(keep) < len(self):
             _console.notice(f"{len(self) - len(keep)} images that could not be read are not in {path}.")

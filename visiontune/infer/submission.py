@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, bad_value
 from .._core.io import atomic_write
 
 
@@ -25,7 +25,7 @@ def clip_bounds(clip: float | tuple[float, float] | None) -> tuple[float, float]
         try:
             lo, hi = (float(v) for v in clip)
         except (TypeError, ValueError):
-            raise ConfigError(f"clip must be a number like 0.05 or a pair like (0.05, 0.95); got {clip!r}.") from None
+            raise bad_value("clip", clip, "a number like 0.05 or a pair like (0.05, 0.95)") from None
     if not 0.0 <= lo < hi <= 1.0:
         raise ConfigError(f"clip bounds must satisfy 0 <= low < high <= 1; got ({lo}, {hi}). "
                           f"A single number c means (c, 1 - c), so it must be below 0.5.")

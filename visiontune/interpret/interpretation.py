@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, bad_value
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -279,7 +279,7 @@ class ClassificationInterpretation:
         from .figures import cam_overlays, load_pictures, to_hwc
 
         if cam_class not in ("pred", "actual"):
-            raise ConfigError(f"cam_class must be 'pred' or 'actual', got {cam_class!r}.")
+            raise bad_value("cam_class", cam_class, "'pred' or 'actual'")
         rows = self.rows(indices)
         pos = self.index.numpy()[rows]
         pics = load_pictures(self.learn, self.ds, pos)

@@ -8,6 +8,7 @@
       models/        checkpoints (the newest two), best.safetensors, final.safetensors, your own saves
       results.json   final metrics, class names, confusion matrix, the phases that were trained
       model.vt       the exported model;  report.html  the report page;  lr_find.png  (when you make one)
+      predictions.csv, submission.csv   the test set's predictions (`visiontune train` on data with a test folder)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import yaml
 
 from .._core.distributed import broadcast_object, is_main_process
 from .._core.errors import CheckpointError, ConfigError
-from .._core.io import remove_partial_files, write_text
+from .._core.io import read_yaml_mapping, remove_partial_files, write_text
 from .._core.version import __version__
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class RunDir:
 
     CONFIG, STATUS, LOG, EVENTS, RESULTS = "config.yaml", "status.json", "log.csv", "events.jsonl", "results.json"
     MODELS, FINAL, MODEL, REPORT, LR_FIND = "models", "final", "model.vt", "report.html", "lr_find.png"
+    PREDICTIONS, SUBMISSION = "predictions.csv", "submission.csv"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -63,6 +65,8 @@ class RunDir:
     model_file = property(lambda self: self.path / self.MODEL)
     report_file = property(lambda self: self.path / self.REPORT)
     lr_find_image = property(lambda self: self.path / self.LR_FIND)
+    predictions_file = property(lambda self: self.path / self.PREDICTIONS)
+    submission_file = property(lambda self: self.path / self.SUBMISSION)
 
     @classmethod
     def is_run(cls, path: str | os.PathLike) -> bool:
@@ -120,13 +124,7 @@ class RunDir:
         if not path.is_file():
             raise CheckpointError(f"{path} does not exist. Pass a run folder (runs/<dataset>/<run>/) or its "
                                   f"config.yaml.")
-        try:
-            d = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from e
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path} should hold `key: value` lines, got {type(d).__name__}.")
-        return d
+        return read_yaml_mapping(path)
 
     @property
     def settings(self) -> dict:

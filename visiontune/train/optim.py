@@ -9,7 +9,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, bad_value
 
 Lrs = Union[float, Sequence[float], slice]
 _NORM = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -79,7 +79,7 @@ def build_optimizer(
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=wd)
     if opt == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=mom, weight_decay=wd)
-    raise ConfigError(f"opt must be 'adamw' or 'sgd', got {opt!r}.")
+    raise bad_value("opt", opt, "'adamw' or 'sgd'")
 
 
 def set_hyper(optimizer: torch.optim.Optimizer, name: str, values: Sequence[float]) -> None:

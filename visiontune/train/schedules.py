@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, bad_value
 from .callbacks import Callback
 from .optim import Lrs, set_hyper
 
@@ -62,7 +62,7 @@ def one_cycle_schedule(
     """Leslie Smith's 1cycle as fastai does it: lr warms up (cosine) from max/div to max over
     `pct_start`, then anneals to max/div_final; momentum moves the opposite way."""
     if not 0 < pct_start < 1:
-        raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}.")
+        raise bad_value("pct_start", pct_start, "in (0, 1)")
     lr = combined_cos(pct_start, 1 / div, 1.0, 1 / div_final)
     mom = combined_cos(pct_start, *moms) if moms else None
     return Schedule("one_cycle", lr, mom)
