@@ -8,8 +8,14 @@ import torch
 
 import visiontune as vt
 from visiontune.train import Callback
-from visiontune.train.callbacks import (EVENTS, CancelBatchException, CancelEpochException, CancelFitException,
-                                        CancelTrainException, CancelValidException)
+from visiontune.train.callbacks import (
+    EVENTS,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelTrainException,
+    CancelValidException,
+)
 
 TRAIN_BATCH = ["before_batch", "after_pred", "after_loss", "before_backward", "after_backward", "after_step",
                "after_batch"]

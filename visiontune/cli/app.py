@@ -10,7 +10,8 @@ app = typer.Typer(
     name="visiontune",
     help="Train world-class image classifiers from a folder of pictures by transfer learning.\n\n"
     "Start with `visiontune demo`, then `visiontune train DATA` on your own folder "
-    "(`DATA/train/CLASS/*.jpg`, optional `DATA/valid/CLASS/*.jpg`).",
+    "(`DATA/train/CLASS/*.jpg` with `valid/` or `val/`, `DATA/CLASS/*.jpg`, Kaggle-style `train/cat.0.jpg`, "
+    "or a `labels.csv`; the layout is detected and printed).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -20,7 +20,8 @@ def split_valid(
     yes: bool = typer.Option(False, "--yes", "-y", help="Move the files (without it: a dry run that only prints the plan)."),
     undo: bool = typer.Option(False, "--undo", help="Put back every file an earlier split moved, from its journal."),
     train: str = typer.Option("train", help="Name of the training folder."),
-    valid: str = typer.Option("valid", help="Name of the validation folder."),
+    valid: Optional[str] = typer.Option(None, help="Name of the validation folder (default: the existing valid/, "
+                                        "val/, validation/ or dev/, else valid/)."),
 ) -> None:
     """Move a random stratified sample of images from DATA/train/ to DATA/valid/.
 
@@ -34,7 +35,7 @@ def split_valid(
         restored = undo_split_valid(data)
         _console.out.print(f"Put back {restored} files; removed the journal {data / JOURNAL}.")
         return
-    plan = do_split(data, n=n, pct=pct, seed=seed, apply=yes, train=train, valid=valid)
+    plan = do_split(data, n=n, pct=pct, seed=seed, apply=yes, train=train, valid=_valid_name(data, valid))
     _console.out.print(plan.summary())
     if yes:
         _console.out.print(f"Journal: {data / JOURNAL}. Undo with: visiontune split-valid --undo {data}")
@@ -53,4 +54,12 @@ def sample(
     """Copy a small random sample of DATA into OUT, mirroring its train/valid class folders, for fast experiments."""
     from ..data.organise import sample as do_sample
 
-    _console.out.print(do_sample(data, out, train=train, valid=valid, seed=seed).summary())
+    _console.out.print(do_sample(data, out, train=train, valid=valid, seed=seed,
+                                 valid_name=_valid_name(data, None)).summary())
+
+
+def _valid_name(data: Path, given: str | None) -> str:
+    """The validation folder's name: the one given, else the one DATA has (val/, ...), else valid."""
+    from ..data.layout import VALID_NAMES, _pick
+
+    return given or (_pick(data, None, VALID_NAMES, "validation", "--valid") if data.is_dir() else None) or "valid"

@@ -20,8 +20,9 @@ TABLE_ROWS_WITH_CSV = 20
 @app.command()
 def predict(
     model: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HELP),
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders (searched recursively) "
-                                       "or quoted globs like 'test/*.jpg'."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders (searched recursively), "
+                                       "quoted globs like 'test/*.jpg', or a data folder (its test/ or test1/ is "
+                                       "predicted)."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average with zoomed/flipped views."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write file, label, confidence, class probabilities "
                                        "and error per image, in input order."),
@@ -56,7 +57,7 @@ def predict(
         raise ConfigError(f"--column {column!r} is not a class of {model}; the classes are: "
                           f"{', '.join(learn.data.classes)}.")
     t0 = time.perf_counter()
-    preds = predict_files(learn, inputs, tta=tta, bs=bs)
+    preds = predict_files(learn, _test_sets(inputs), tta=tta, bs=bs)
     seconds = time.perf_counter() - t0
     if csv is not None:
         preds.to_csv(csv, top_k=top_k, clip=clip, column=column)
@@ -68,6 +69,20 @@ def predict(
     if preds.n_ok == 0:
         _console.err.print("[bold red]error:[/] no image could be predicted.", markup=True)
         raise typer.Exit(1)
+
+
+def _test_sets(inputs: list[str]) -> list[str]:
+    """A data folder (with train/ and a test/, test1/ or testing/ folder) stands for its test set."""
+    from ..data.layout import find_test_folder
+
+    out = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        test = find_test_folder(p) if p.is_dir() and (p / "train").is_dir() else None
+        if test is not None:
+            _console.notice(f"{p} is a data folder: predicting its test set {test}")
+        out.append(str(test) if test is not None else item)
+    return out
 
 
 def _print_table(preds, top_k: int, limit: int | None) -> None:

@@ -13,7 +13,8 @@ from .._core import console as _console
 from .._core.errors import ConfigError
 from .app import app, parse_floats
 
-DATA_HELP = "Image folder: DATA/train/CLASS/ images (+ DATA/valid/CLASS/), or DATA/CLASS/ images."
+DATA_HELP = ("Data folder, layout detected: DATA/train/CLASS/ (+ valid/, val/, validation/ or dev/), DATA/CLASS/, "
+             "flat files named by class (train/cat.0.jpg), or a labels.csv/train.csv; test/ or test1/ is predicted.")
 
 
 def _cli_type(type_text: str):
@@ -97,13 +98,18 @@ def lr_find(
     seed: int = typer.Option(42, help="Random seed."),
     weights: Optional[Path] = typer.Option(None, help="Pretrained weights file for the backbone."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, mps."),
+    label_re: Optional[str] = typer.Option(None, help="Class = first group of this regex in each file's path."),
+    labels: Optional[str] = typer.Option(None, help="Labels CSV under DATA."),
+    train: Optional[str] = typer.Option(None, help="Training folder under DATA."),
+    valid: Optional[str] = typer.Option(None, help="Validation folder under DATA."),
 ) -> None:
     """Find a good learning rate: print the suggestions and write the plot."""
     from ..runs.config import TrainConfig
     from ..runs.recipe import build_data, build_learner, seed_everything
 
     cfg = TrainConfig(data=str(data), arch=arch, size=size, bs=bs, seed=seed, precompute=precompute and not unfreeze,
-                      weights=str(weights) if weights else None, device=device)
+                      weights=str(weights) if weights else None, device=device, label_re=label_re, labels=labels,
+                      train=train, valid=valid)
     seed_everything(seed)
     learn = build_learner(cfg, build_data(cfg))
     if unfreeze:

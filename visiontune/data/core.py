@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._core.distributed import make_sampler
-from .._core.errors import ConfigError, DataError
+from .._core.errors import ConfigError, DataError, bad_value
 from .._core.paths import cache_home
 from .cache import CachedPixels, ImageCache, resolve_cache
 from .dataset import BadFiles, FilePixels, ImageDataset, OffsetPixels
@@ -89,9 +89,9 @@ class ImageData:
         **aug_kwargs,
     ):
         if size < 8:
-            raise ConfigError(f"size must be at least 8 pixels, got {size}.")
+            raise bad_value("size", size, "at least 8 pixels")
         if bs < 1:
-            raise ConfigError(f"bs must be a positive batch size, got {bs}.")
+            raise bad_value("bs", bs, "a positive batch size")
         self.path = Path(path)
         self.classes = list(classes)
         self.size, self.bs, self.seed = int(size), int(bs), int(seed)
@@ -148,6 +148,7 @@ class ImageData:
         bs: int = 64,
         augment: str | None = None,
         num_workers: int | None = None,
+        exclude: tuple[str, ...] = (),
         **kwargs,
     ) -> "ImageData":
         """ImageNet-style folders: `path/train/<class>/*.jpg` and `path/valid/<class>/*.jpg`.
@@ -157,7 +158,7 @@ class ImageData:
         `train` level works too. `test="test1"` adds an unlabelled set (`data.test_ds`) in file order.
         """
         root = _root(path, f"{train}/<class>/ image folders")
-        lab = folder_labels(root, train, valid, valid_pct)
+        lab = folder_labels(root, train, valid, valid_pct, exclude=exclude)
         return cls._from_labelled(root, lab, str(root), valid_pct, seed, test, size=size, bs=bs, augment=augment,
                                   num_workers=num_workers, **kwargs)
 
@@ -255,6 +256,72 @@ class ImageData:
         return cls._from_labelled(root, lab, "the DataFrame", valid_pct, seed, test, size=size, bs=bs,
                                   augment=augment, **kwargs)
 
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike,
+        train: str | None = None,
+        valid: str | None = None,
+        test: str | None = None,
+        label_re: str | None = None,
+        labels: str | os.PathLike | None = None,
+        fname_col: int | str | None = None,
+        label_col: int | str | None = None,
+        label_delim: str | None = None,
+        suffix: str | None = None,
+        folder: str | None = None,
+        valid_pct: float | None = None,
+        seed: int = 42,
+        size: int = 224,
+        bs: int = 64,
+        augment: str | None = None,
+        **kwargs,
+    ) -> "ImageData":
+        """The one entry point for a downloaded data set: detects the layout (class folders with `valid/`, `val/`,
+        `validation/` or `dev/`; class names in the file names, Kaggle style; a `labels.csv`/`train.csv`; a `test/`,
+        `test1/` or `testing/` folder) and dispatches to from_folder, from_name_re or from_csv. Every argument
+        overrides a guess; `data.layout` says what was recognised (`visiontune train` prints it)."""
+        from .layout import detect_layout
+
+        lay = detect_layout(path, train=train, valid=valid, test=test, label_re=label_re, labels=labels,
+                            fname_col=fname_col, label_col=label_col, label_delim=label_delim, suffix=suffix,
+                            folder=folder, valid_pct=valid_pct)
+        common = dict(seed=seed, size=size, bs=bs, augment=augment, test=lay.test, **kwargs)
+        if lay.kind == "csv":
+            data = cls.from_csv(lay.root, lay.labels, folder=lay.folder or ".", fn_col=lay.fname_col,
+                                label_col=lay.label_col, suffix=lay.suffix or "", label_delim=lay.label_delim,
+                                valid_pct=valid_pct, **common)
+        elif lay.kind == "name_re":
+            data = cls._from_name_re_folders(lay, valid_pct, **common)
+        else:
+            exclude = tuple(n for n in (lay.test, valid) if n)
+            data = cls.from_folder(lay.root, train=lay.train or "train", valid=lay.valid or "valid",
+                                   valid_pct=valid_pct,
+                                   exclude=exclude, **common)
+        data.layout = lay
+        return data
+
+    @classmethod
+    def _from_name_re_folders(cls, lay, valid_pct: float | None, **kwargs) -> "ImageData":
+        """Labels from the file names of the train folder (and of the valid folder, marked valid)."""
+        import numpy as np
+
+        root = lay.root
+        train_files = scan_images(root / lay.train, recursive=False).files
+        valid_files = scan_images(root / lay.valid, recursive=False).files if lay.valid else []
+        lab = name_re_labels(root, train_files + valid_files, lay.label_re)
+        if valid_files and valid_pct is None:
+            lab.is_valid = np.asarray([False] * len(train_files) + [True] * len(valid_files))
+            only_valid = sorted(set(lab.targets[lab.is_valid].tolist()) - set(lab.targets[~lab.is_valid].tolist()))
+            if only_valid:
+                names = ", ".join(lab.classes[i] for i in only_valid)
+                raise DataError(f"{root / lay.valid} has classes that {root / lay.train} lacks: {names}. Every valid "
+                                f"class needs training images.")
+        test = kwargs.pop("test")
+        seed = kwargs.pop("seed")
+        return cls._from_labelled(root, lab, f"{root / lay.train} with label_re {lay.label_re!r}", valid_pct, seed,
+                                  test, **kwargs)
+
     # ------------------------------------------------------------------ properties
 
     @property
@@ -285,7 +352,7 @@ class ImageData:
         """'train' | 'valid' | 'test' -> that dataset."""
         table = {"train": self.train_ds, "valid": self.valid_ds, "test": self.test_ds}
         if ds not in table:
-            raise ConfigError(f"ds must be 'train', 'valid' or 'test', got {ds!r}.")
+            raise bad_value("ds", ds, "'train', 'valid' or 'test'")
         if table[ds] is None:
             raise ConfigError("This data has no test set: pass test='<folder>' to ImageData.from_folder.")
         return table[ds]
@@ -353,6 +420,19 @@ class ImageData:
                 except OSError:
                     h.update(f"{f}\0missing\n".encode())
         return h.hexdigest()[:16]
+
+    def layout_lines(self) -> list[str]:
+        """What `from_path` recognised: the layout, the train/valid/test folders with their image counts, the
+        folders not used and why ([] for data built by the other constructors)."""
+        if getattr(self, "layout", None) is None:
+            return []
+        n_tr, n_va = len(self.train_ds), len(self.valid_ds)
+        held = self.layout.valid is None
+        counts = {"train": f"{n_tr + n_va} images: {n_tr} train, {n_va} held out as valid" if held else
+                  f"{n_tr} images", "valid": f"{n_va} images"}
+        if self.test_ds is not None:
+            counts["test"] = f"{len(self.test_ds)} images, unlabelled"
+        return self.layout.describe(counts)
 
     def summary(self) -> str:
         """One paragraph a person reads before training: counts, classes, notes, skipped files."""

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._core.errors import ConfigError, DataError
+from .._core.errors import ConfigError, DataError, bad_value
 from .sources import read_class_folders, scan_images, stratified_split
 
 DEFAULT_PAT = r"/([^/]+)_\d+\.jpg$"
@@ -96,7 +96,8 @@ def split(lab: Labelled, valid_pct: float | None, seed: int) -> tuple[tuple[list
 # ---------------------------------------------------------------------------------------- folders
 
 
-def folder_labels(root: Path, train: str = "train", valid: str = "valid", valid_pct: float | None = None) -> Labelled:
+def folder_labels(root: Path, train: str = "train", valid: str = "valid", valid_pct: float | None = None,
+                  exclude: tuple[str, ...] = ()) -> Labelled:
     """`root/train/<class>/*` (+ `root/valid/<class>/*`, marked valid), or `root/<class>/*` without a train level."""
     notes: list[str] = []
     train_dir = root / train
@@ -105,7 +106,7 @@ def folder_labels(root: Path, train: str = "train", valid: str = "valid", valid_
             raise DataError(f"{root} has {valid}/ but no {train}/ folder. Expected {root}/{train}/<class>/*.jpg.")
         train_dir = root
         notes.append(f"no {train}/ folder: using the class folders of {root} directly")
-    tr = read_class_folders(train_dir)
+    tr = read_class_folders(train_dir, exclude=exclude if train_dir == root else ())
     files, ignored, nested = list(tr.files), tr.ignored, tr.nested
     labels = [tr.classes[j] for j in tr.labels]
     is_valid = [False] * len(files)
@@ -257,7 +258,7 @@ def table_labels(
     """Rows of (file name, label) -> Labelled. `label_delim` splits multi-label cells ('haze primary');
     a list of label columns reads one-hot columns (their names are the classes)."""
     if on_missing not in ON_MISSING:
-        raise ConfigError(f"on_missing must be 'error' or 'skip', got {on_missing!r}.")
+        raise bad_value("on_missing", on_missing, "'error' or 'skip'")
     names = table.column(fn_col, "fn_col")
     rows = range(len(names))
     line = lambda r: r + table.first_line  # noqa: E731

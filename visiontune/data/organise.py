@@ -19,7 +19,7 @@ from typing import Hashable
 
 import numpy as np
 
-from .._core.errors import ConfigError, DataError
+from .._core.errors import ConfigError, DataError, bad_value
 from .sources import scan_images
 
 JOURNAL = ".visiontune-split-valid.json"
@@ -114,7 +114,7 @@ def plan_split_valid(path: str | os.PathLike, n: int | None = None, pct: float |
         raise DataError(f"{train_dir} has no images.")
     if pct is not None:
         if not 0 < pct < 1:
-            raise ConfigError(f"pct must be between 0 and 1, got {pct}.")
+            raise bad_value("pct", pct, "between 0 and 1")
         n = int(round(total * pct))
     movable = sum(max(0, len(v) - 1) for v in groups.values())
     if n is None or n < 1 or n > movable:

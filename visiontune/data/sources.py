@@ -87,13 +87,13 @@ class ClassFolders:
     nested: int = 0  # images in sub-folders of class folders (not read)
 
 
-def read_class_folders(path: Path, min_classes: int = 2) -> ClassFolders:
+def read_class_folders(path: Path, min_classes: int = 2, exclude: tuple[str, ...] = ()) -> ClassFolders:
     """Images under `path/<class>/` (one level) -> ClassFolders.
 
     Rejects, with a message naming the folder: no class folders, an empty class, fewer than
     `min_classes` classes (a valid folder may hold one), and nested layouts (images only in sub-sub-folders).
     """
-    dirs = _visible_dirs(path)
+    dirs = [d for d in _visible_dirs(path) if d.name not in exclude]
     if not dirs:
         loose = scan_images(path, recursive=False).files
         extra = f" It holds {len(loose)} images directly; put them in one folder per class." if loose else ""

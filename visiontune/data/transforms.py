@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, bad_value
 
 AUGMENT_PRESETS = (None, "side_on", "top_down")
 PRESIZE_FACTOR = 1.15
@@ -60,7 +60,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_PRESETS:
-            raise ConfigError(f"augment must be one of None, 'side_on', 'top_down'; got {self.augment!r}.")
+            raise bad_value("augment", self.augment, "one of None, 'side_on', 'top_down'")
         checks = [
             ("min_scale", 0 < self.min_scale <= 1, "in (0, 1]"),
             ("max_zoom", self.max_zoom >= 1, "at least 1 (1 = no zoom)"),

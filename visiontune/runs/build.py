@@ -28,9 +28,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def build_data(cfg: TrainConfig) -> ImageData:
-    return ImageData.from_folder(
-        cfg.data_path, valid_pct=cfg.valid_pct, seed=cfg.seed, size=cfg.size, bs=64 if cfg.bs == "auto" else cfg.bs,
-        augment=cfg.augment, num_workers=cfg.num_workers,
+    """The data the config describes: its layout detected (or as recorded in a run's config.yaml)."""
+    return ImageData.from_path(
+        cfg.data_path, train=cfg.train, valid=cfg.valid, test=cfg.test, label_re=cfg.label_re, labels=cfg.labels,
+        fname_col=cfg.fname_col, label_col=cfg.label_col, label_delim=cfg.label_delim, suffix=cfg.suffix,
+        folder=cfg.folder, valid_pct=cfg.valid_pct, seed=cfg.seed, size=cfg.size,
+        bs=64 if cfg.bs == "auto" else cfg.bs, augment=cfg.augment, num_workers=cfg.num_workers,
     )
 
 

@@ -218,12 +218,13 @@ class RunFolder(Callback):
         self.checkpoint_seconds.append(time.perf_counter() - t0)
         return path
 
-    def finish(self) -> dict:
-        """results.json, final weights, model.vt, report; status finished."""
+    def finish(self, predict_test: bool = False, clip: float | None = None) -> dict:
+        """results.json, final weights, model.vt, report (and, with `predict_test`, the test set's predictions
+        and submission); status finished."""
         extra = {"phases": self.fits}
         if self.checkpoint_seconds:
             extra["checkpoint_seconds_median"] = round(statistics.median(self.checkpoint_seconds), 3)
-        return finish_run(self.learn, self.dir, extra)
+        return finish_run(self.learn, self.dir, extra, predict_test=predict_test, clip=clip)
 
     def _close(self) -> None:
         if self._events is not None:

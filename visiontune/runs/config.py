@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.errors import ConfigError, bad_value, did_you_mean
+from .._core.io import read_yaml_mapping
 from ..data.transforms import AUGMENT_PRESETS
 from ..models.registry import check_arch
 
@@ -38,6 +39,19 @@ class TrainConfig:
     epochs: int = setting(3, "Epochs of the first phase (head only, body frozen); with --fine-tune, unfrozen epochs.")
     lr: float | None = setting(None, "Learning rate (max lr for one-cycle). Default: 3e-3 frozen, 1e-3 unfrozen.")
     valid_pct: float | None = setting(None, "Fraction of train to hold out when there is no valid/ folder (default 0.2).")
+    train: str | None = setting(None, "Training folder under DATA (default: train/, or DATA's class folders).")
+    valid: str | None = setting(None, "Validation folder under DATA (default: valid/, val/, validation/ or dev/).")
+    test: str | None = setting(None, "Unlabelled test folder under DATA, predicted at the end (default: test/, "
+                               "test1/ or testing/).")
+    label_re: str | None = setting(None, "Regular expression whose first group is the class in each file's path, "
+                                   r"e.g. '/([^/]+?)[._-]\d+\.jpg$' (default: guessed for flat folders).")
+    labels: str | None = setting(None, "Labels CSV under DATA (default: labels.csv or train.csv when present).")
+    fname_col: str | None = setting(None, "With --labels: the column of file names (default: guessed).")
+    label_col: str | None = setting(None, "With --labels: the column of labels (default: guessed).")
+    label_delim: str | None = setting(None, "With --labels: split labels on this (multi-label), e.g. ' '.")
+    suffix: str | None = setting(None, "With --labels: appended to the file names, e.g. .jpg (default: guessed).")
+    folder: str | None = setting(None, "With --labels: the image folder under DATA (default: train/ or DATA).")
+    clip: float | None = setting(None, "Bound the test predictions in submission.csv to [c, 1-c], e.g. 0.05.")
     seed: int = setting(42, "Random seed (split, shuffling, initialisation).")
     out: str = setting("runs", "Folder that receives the run folder.")
     weights: str | None = setting(None, "Pretrained weights file (.safetensors or state dict .pth) for the backbone.")
@@ -88,7 +102,7 @@ class TrainConfig:
             try:
                 self.bs = int(self.bs)
             except (TypeError, ValueError):
-                raise ConfigError(f"bs must be a positive integer or 'auto', got {self.bs!r}.") from None
+                raise bad_value("bs", self.bs, "a positive integer or 'auto'") from None
         for name in ("epochs", "size", "bs"):
             value = getattr(self, name)
             least = 0 if name == "epochs" and self.unfreeze_epochs and not self.fine_tune else 1
@@ -104,7 +118,7 @@ class TrainConfig:
         if self.early_stop is not None and self.early_stop < 1:
             raise ConfigError(f"early_stop is a patience in epochs (at least 1), got {self.early_stop}.")
         if self.keep_checkpoints < 1:
-            raise ConfigError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}.")
+            raise bad_value("keep_checkpoints", self.keep_checkpoints, "at least 1")
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -199,15 +213,8 @@ def coerce(key: str, value: Any, type_text: str) -> Any:
 
 def _read_yaml(path: Path) -> dict:
     """A YAML settings file that is not a run's config.yaml."""
-    import yaml
-
     if not path.is_file():
         raise ConfigError(f"{path} does not exist. Pass a YAML file of settings, a run folder or its config.yaml.")
-    try:
-        d = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path} should hold `key: value` lines, got {type(d).__name__}.")
+    d = read_yaml_mapping(path)
     d.pop("_run", None)
     return d

@@ -52,14 +52,39 @@ def write_results(learn: "Learner", run: RunDir, extra: dict | None = None) -> d
     return res
 
 
-def save_outputs(learn: "Learner", run: RunDir) -> dict[str, str]:
-    """The final weights (models/final.safetensors), model.vt (when the learner can export) and the report."""
+def predict_test_set(learn: "Learner", run: RunDir, clip: float | None = None) -> dict[str, Path]:
+    """The data's test set predicted into the run: predictions.csv (file, label, confidence, probabilities) and,
+    for a Kaggle layout (classes in the file names), submission.csv in Kaggle's `id,label` form (`id,<classes>`
+    for more than two classes), probabilities clipped to [clip, 1 - clip] when `clip` is given."""
+    from ..infer.batch import predict_files
+
+    test = getattr(learn.data, "test_ds", None)
+    if test is None or not len(test):
+        return {}
+    preds = predict_files(learn, test.files)
+    out = {"predictions": preds.to_csv(run.predictions_file, clip=clip)}
+    layout = getattr(learn.data, "layout", None)
+    if layout is not None and layout.kind == "name_re" and preds.n_ok:
+        column = learn.data.classes[-1] if learn.data.c == 2 else None  # dogs vs cats: label = P(dog)
+        out["submission"] = preds.to_submission(run.submission_file, clip=clip, column=column,
+                                                column_header="label" if column else None)
+    _console.out.print(f"test set: {preds.n_ok} of {len(preds)} images predicted -> "
+                       + ", ".join(str(p) for p in out.values()), highlight=False)
+    return out
+
+
+def save_outputs(learn: "Learner", run: RunDir, predict_test: bool = False,
+                 clip: float | None = None) -> dict[str, str]:
+    """The final weights (models/final.safetensors), model.vt (when the learner can export), the report and,
+    with `predict_test`, the test set's predictions."""
     out = {"weights": learn.save(run.final_weights)}
     if hasattr(learn, "export"):
         out["model"] = learn.export(run.model_file)
     report = write_run_report(learn, run)
     if report is not None:
         out["report"] = report
+    if predict_test:
+        out.update(predict_test_set(learn, run, clip))
     return {k: str(Path(v).relative_to(run.path)) if Path(v).is_relative_to(run.path) else str(v)
             for k, v in out.items()}
 
@@ -72,9 +97,10 @@ def print_summary(results: dict, run: RunDir) -> None:
                        f"  {metrics}\nrun folder: {run.path}\nmodel: {model}", markup=True)
 
 
-def finish_run(learn: "Learner", run: RunDir, extra: dict | None = None) -> dict:
+def finish_run(learn: "Learner", run: RunDir, extra: dict | None = None, predict_test: bool = False,
+               clip: float | None = None) -> dict:
     """Write the outputs and results.json, and mark the run finished."""
-    outputs = save_outputs(learn, run) if is_main_process() else {}
+    outputs = save_outputs(learn, run, predict_test, clip) if is_main_process() else {}
     results = write_results(learn, run, {**(extra or {}), "outputs": outputs})
     run.write_status("finished", epochs=results["epochs"])
     return results

@@ -52,6 +52,8 @@ def train_phases(learn: Learner, cfg: TrainConfig, cbs: Iterable[Callback] = ())
 
 def _announce(learn: Learner, cfg: TrainConfig, data: ImageData) -> None:
     if not _console.quiet() and is_main_process():
+        for line in data.layout_lines():
+            _console.out.print(line, highlight=False)
         _console.out.print(data.summary())
         where = learn.model.backbone.weights_source
         ranks = f" x {world_size()} processes (global batch size {data.bs * world_size()})" if world_size() > 1 else ""
@@ -79,17 +81,24 @@ def train(cfg: TrainConfig, cbs: Iterable[Callback] = (), run: bool = True) -> L
     if not run:
         train_phases(learn, cfg, cbs)
         return learn
-    settings = {**cfg.to_dict(), "data": str(cfg.data_path.resolve()), "out": str(Path(cfg.out).expanduser().resolve())}
+    settings = {**cfg.to_dict(), **_layout_settings(data), "data": str(cfg.data_path.resolve()),
+                "out": str(Path(cfg.out).expanduser().resolve())}
     cb = _attach(learn, cfg, runs=cfg.out, settings=settings, name=run_name(cfg), run_info=_resolved(cfg, learn))
     if not _console.quiet() and is_main_process():
         _console.out.print(f"run folder: {cb.path}")
     train_phases(learn, cfg, cbs)
-    _finish(cb)
+    _finish(cb, cfg)
     return learn
 
 
-def _finish(cb) -> dict:
-    results = cb.finish()
+def _layout_settings(data: ImageData) -> dict:
+    """The layout `from_path` resolved, recorded in config.yaml so rerun and resume see the same split."""
+    layout = getattr(data, "layout", None)
+    return layout.settings() if layout is not None else {}
+
+
+def _finish(cb, cfg: TrainConfig) -> dict:
+    results = cb.finish(predict_test=True, clip=cfg.clip)
     if not _console.quiet():
         print_summary(results, cb.dir)
     return results
@@ -126,7 +135,7 @@ def resume(run_dir: str | os.PathLike) -> Learner | None:
     _console.out.print(f"resuming {run.path} from " + (checkpoint.position.describe() if checkpoint else
                                                        "the beginning (no checkpoint was complete)"), highlight=False)
     train_phases(learn, cfg)
-    _finish(cb)
+    _finish(cb, cfg)
     return learn
 
 
