@@ -130,6 +130,15 @@ def test_a_labels_csv_is_used_with_its_columns_guessed(tmp_path):
     assert (cfg.labels, cfg.fname_col, cfg.label_col, cfg.suffix) == ("labels.csv", "id", "breed", ".jpg")
 
 
+def test_csv_rows_naming_missing_files_are_counted_and_listed(tmp_path):
+    data = csv_labelled(tmp_path / "breeds")
+    with open(data / "labels.csv", "a") as f:
+        f.write("gone1,cat\ngone2,dog\n")
+    d = vt.ImageData.from_path(data, size=32)
+    assert len(d.train_ds) + len(d.valid_ds) == 16
+    assert any("skipped 2 rows" in n and "gone1.jpg, gone2.jpg" in n for n in d.notes), d.notes
+
+
 def test_a_multi_label_csv_is_detected(tmp_path):
     data = vt.ImageData.from_path(csv_labelled(tmp_path / "planet", multi=True), size=32)
     assert data.is_multi_label and data.layout.label_delim == " "

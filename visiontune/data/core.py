@@ -286,11 +286,12 @@ class ImageData:
         lay = detect_layout(path, train=train, valid=valid, test=test, label_re=label_re, labels=labels,
                             fname_col=fname_col, label_col=label_col, label_delim=label_delim, suffix=suffix,
                             folder=folder, valid_pct=valid_pct)
+        on_missing = kwargs.pop("on_missing", "skip")  # a CSV row whose file is gone: counted, listed, left out
         common = dict(seed=seed, size=size, bs=bs, augment=augment, test=lay.test, **kwargs)
         if lay.kind == "csv":
             data = cls.from_csv(lay.root, lay.labels, folder=lay.folder or ".", fn_col=lay.fname_col,
                                 label_col=lay.label_col, suffix=lay.suffix or "", label_delim=lay.label_delim,
-                                valid_pct=valid_pct, **common)
+                                valid_pct=valid_pct, on_missing=on_missing, **common)
         elif lay.kind == "name_re":
             data = cls._from_name_re_folders(lay, valid_pct, **common)
         else:

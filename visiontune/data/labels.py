@@ -297,7 +297,8 @@ def table_labels(
                 f"extension), or pass on_missing='skip' to leave those rows out."
             )
         keep[missing] = False
-        notes.append(f"skipped {len(missing)} rows of {table.source} whose files do not exist")
+        shown = ", ".join(files[r].name for r in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        notes.append(f"skipped {len(missing)} rows of {table.source} whose files do not exist: {shown}")
     is_valid = _flags(table.column(valid_col, "valid_col"), "valid_col", table) if valid_col is not None else None
     kept = np.flatnonzero(keep)
     multi = one_hot or label_delim is not None
