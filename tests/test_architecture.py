@@ -25,6 +25,7 @@ ALLOWED_UPWARD = {
     ("visiontune.train.api", "visiontune.infer.export"),       # learn.export()
     ("visiontune.train.api", "visiontune.infer.onnx_export"),  # learn.export_onnx()
     ("visiontune.train.api", "visiontune.interpret"),          # learn.interpret()
+    ("visiontune.train.api", "visiontune.infer.thresholds"),   # learn.tune_thresholds()
     ("visiontune.train.vision", "visiontune.runs.callback"),       # vision_learner(runs=, run_dir=, resume=)
 }
 

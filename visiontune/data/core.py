@@ -13,6 +13,14 @@ import torch
 from .._core.distributed import make_sampler
 from .._core.errors import ConfigError, DataError, bad_value
 from .._core.paths import cache_home
+from .balance import (
+    FEW,
+    IMBALANCED,
+    BalancedSampler,
+    counts,
+    imbalance_ratio,
+    item_weights,
+)
 from .cache import CachedPixels, ImageCache, resolve_cache
 from .dataset import BadFiles, FilePixels, ImageDataset, OffsetPixels
 from .labels import (
@@ -86,12 +94,16 @@ class ImageData:
         ignored: int = 0,
         notes: Sequence[str] = (),
         cache: str | os.PathLike | bool | None = "auto",
+        sampler: str | None = None,
         **aug_kwargs,
     ):
         if size < 8:
             raise bad_value("size", size, "at least 8 pixels")
         if bs < 1:
             raise bad_value("bs", bs, "a positive batch size")
+        if sampler not in (None, "balanced"):
+            raise bad_value("sampler", sampler, "None or 'balanced'")
+        self.sampler = sampler
         self.path = Path(path)
         self.classes = list(classes)
         self.size, self.bs, self.seed = int(size), int(bs), int(seed)
@@ -390,6 +402,8 @@ class ImageData:
         workers = self.default_workers(device)
         if workers > 0:
             dset.aug_state.share_memory_()
+        if sampler is None and is_train and shuffle and self.sampler == "balanced":
+            sampler = self.balanced_sampler(dset, dset.targets)
         return ImageLoader(
             dset,
             batch_size=bs,
@@ -403,6 +417,47 @@ class ImageData:
             persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # worker seeds, without touching torch's global RNG
         )
+
+    def balanced_sampler(self, dataset, targets) -> BalancedSampler:
+        """The `sampler="balanced"` sampler over `targets` (images or cached features), sharded under torchrun."""
+        from .._core.distributed import rank, world_size
+
+        return BalancedSampler(item_weights(targets, self.c), self.seed, dataset, rank(), world_size())
+
+    # ------------------------------------------------------------------ balance
+    def class_counts(self, ds: str = "train") -> dict[str, int]:
+        """Images per class in `ds` (multi-label: images carrying each label)."""
+        d = self.dataset(ds)
+        return dict(zip(self.classes, counts(d.targets, self.c).tolist())) if d.targets is not None else {}
+
+    @property
+    def imbalance_ratio(self) -> float:
+        """Largest training class over the smallest (1.0 when balanced; above 5 is lopsided)."""
+        return imbalance_ratio(np.asarray(list(self.class_counts().values())))
+
+    @property
+    def is_imbalanced(self) -> bool:
+        return self.imbalance_ratio > IMBALANCED
+
+    def balance_lines(self) -> list[str]:
+        """Counts per class and the imbalance ratio, with a warning and the fix when the data is lopsided or a
+        class is tiny (what `visiontune train` prints)."""
+        per = self.class_counts()
+        if not per:
+            return []
+        shown = ", ".join(f"{c} {n}" for c, n in sorted(per.items(), key=lambda kv: -kv[1])[:12])
+        ratio = self.imbalance_ratio
+        lines = [f"train images per class: {shown}{' ...' if len(per) > 12 else ''} (imbalance {ratio:.1f}:1)"]
+        if ratio > IMBALANCED:
+            lines.append(f"warning: lopsided data ({ratio:.1f}:1 > {IMBALANCED:.0f}:1): accuracy hides the rare classes. "
+                         "visiontune weights the loss by inverse class frequency (class_weights='auto') and adds "
+                         "balanced_accuracy to the metrics; --balanced samples classes equally instead, "
+                         "--class-weights none turns the weighting off.")
+        few = [c for c, n in per.items() if n < FEW]
+        if few:
+            lines.append(f"warning: {len(few)} classes have fewer than {FEW} training images ({', '.join(few[:5])}): "
+                         "add pictures of them, or expect them to be learned poorly.")
+        return lines
 
     # ------------------------------------------------------------------ reporting
 
@@ -444,7 +499,9 @@ class ImageData:
             lines.append(f"test: {len(self.test_ds)} unlabelled images")
         if self.is_multi_label:
             lines.append(f"multi-label: {float(self.train_ds.targets.sum(1).mean()):.1f} labels per image on average")
-        lines.append(f"size {self.size}, batch size {self.bs}, augment {self.aug.augment}")
+        lines.append(f"size {self.size}, batch size {self.bs}, augment {self.aug.augment}"
+                     + (", balanced sampling" if self.sampler == "balanced" else ""))
+        lines += self.balance_lines()
         lines.append(self.cache_summary())
         lines += self.notes
         if self.ignored:

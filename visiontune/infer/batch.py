@@ -35,7 +35,8 @@ class FilePredictions:
     errors: list[str | None]
     classes: list[str]
     is_multi_label: bool = False
-    thresh: float = 0.5
+    thresh: float | list = 0.5
+    decision: dict | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -46,11 +47,13 @@ class FilePredictions:
 
     def labels(self) -> list[str | list[str] | None]:
         """Predicted class per file (multi-label: the list above the threshold); None where it failed."""
+        from ..train.metrics import decide
+
+        chosen = decide(self.probs.nan_to_num(-1.0), self.classes, self.is_multi_label, self.thresh, self.decision)
         if self.is_multi_label:
-            above = (self.probs > self.thresh).tolist()
-            picked = [[c for c, on in zip(self.classes, row) if on] for row in above]
+            picked = [[c for c, on in zip(self.classes, row) if on] for row in chosen.tolist()]
         else:
-            picked = [self.classes[i] for i in self.probs.nan_to_num(-1.0).argmax(1).tolist()]
+            picked = [self.classes[i] for i in chosen.tolist()]
         return [None if e is not None else p for p, e in zip(picked, self.errors)]
 
     def top_k(self, k: int = 1) -> list[list[tuple[str, float]]]:
@@ -147,7 +150,8 @@ def predict_files(learn: "Learner", inputs: Iterable[str | os.PathLike], tta: bo
         for path, reason in dset.bad.paths.items():
             errors[todo[position[path]]] = _short_reason(reason, path)
     return FilePredictions([e.path for e in entries], probs, errors, list(learn.data.classes),
-                           bool(getattr(learn.data, "is_multi_label", False)), float(learn.thresh))
+                           bool(getattr(learn.data, "is_multi_label", False)), learn.thresh,
+                           getattr(learn, "decision", None))
 
 
 def _short_reason(reason: str, path: str) -> str:

@@ -46,7 +46,8 @@ def export_learner(learn, path: str | os.PathLike) -> Path:
         **data.to_dict(),
         **learn.preprocess.to_dict(),
         "is_multi_label": data.is_multi_label or multi,
-        "thresh": float(learn.thresh),
+        "thresh": learn.thresh if isinstance(learn.thresh, list) else float(learn.thresh),
+        "decision": getattr(learn, "decision", None),
         "activation": "sigmoid" if multi else "softmax",
         "metrics": {k: v for k, v in learn.recorder.last.items()
                     if k not in ("phase", "epoch", "lr", "time") and isinstance(v, float) and math.isfinite(v)},
@@ -159,7 +160,10 @@ def load_learner(path: str | os.PathLike, device=None):
         raise ExportError(f"{path} is damaged: its weights cannot be read ({e}). Export it again.") from e
     data = InferenceData.from_dict(config, path=path.parent)
     loss = torch.nn.BCEWithLogitsLoss() if config.get("activation") == "sigmoid" else torch.nn.CrossEntropyLoss()
-    learn = Learner(data, model, loss_func=loss, device=device, thresh=float(config.get("thresh", 0.5)))
+    thresh = config.get("thresh", 0.5)
+    learn = Learner(data, model, loss_func=loss, device=device,
+                    thresh=[float(t) for t in thresh] if isinstance(thresh, list) else float(thresh))
+    learn.decision = config.get("decision")
     learn.model.eval()
     learn.export_info = config
     return learn

@@ -72,7 +72,8 @@ def export_onnx(learn: "Learner", path: str | os.PathLike, opset: int | None = N
         "mean": json.dumps(list(learn.preprocess.mean)),
         "std": json.dumps(list(learn.preprocess.std)),
         "activation": "sigmoid" if net.sigmoid else "softmax",
-        "threshold": str(learn.thresh),
+        "threshold": json.dumps(learn.thresh),
+        "decision": json.dumps(getattr(learn, "decision", None)),
         "input": f"uint8 RGB NCHW (N, 3, {size}, {size}); normalization is inside the graph",
         "visiontune": __version__,
     }

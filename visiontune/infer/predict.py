@@ -199,11 +199,15 @@ def item_to_tensor(item, size: int, short_side: int | None = None) -> torch.Tens
 
 def decode_probs(learn: "Learner", probs: torch.Tensor):
     """One row of probabilities -> (label, index, probs); multi-label -> (labels, indices, probs)."""
+    from ..train.metrics import decide
+
     classes = learn.data.classes
-    if getattr(learn.data, "is_multi_label", False):
-        idx = torch.nonzero(probs > learn.thresh).flatten().tolist()
+    multi = bool(getattr(learn.data, "is_multi_label", False))
+    picked = decide(probs[None], classes, multi, learn.thresh, getattr(learn, "decision", None))[0]
+    if multi:
+        idx = torch.nonzero(picked).flatten().tolist()
         return [classes[i] for i in idx], idx, probs
-    i = int(probs.argmax())
+    i = int(picked)
     return classes[i], i, probs
 
 

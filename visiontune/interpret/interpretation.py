@@ -37,7 +37,7 @@ class ClassificationInterpretation:
         self.losses, self.index = losses.float().cpu(), index.long().cpu()
         self.classes: list[str] = list(learn.data.classes)
         self.is_multi_label = self.targets.ndim == 2
-        self.thresh = float(getattr(learn, "thresh", 0.5))
+        self.thresh = getattr(learn, "thresh", 0.5)  # a float, or one per label after tune_thresholds
         self._row_of = {int(p): r for r, p in enumerate(self.index.tolist())}
 
     @classmethod
@@ -73,9 +73,9 @@ class ClassificationInterpretation:
     @property
     def preds(self) -> torch.Tensor:
         """Predicted class per row (multi-hot rows above `thresh` for multi-label)."""
-        if self.is_multi_label:
-            return (self.probs > self.thresh).long()
-        return self.probs.argmax(1)
+        from ..train.metrics import decide
+
+        return decide(self.probs, self.classes, self.is_multi_label, self.thresh, getattr(self.learn, "decision", None))
 
     @property
     def correct(self) -> torch.Tensor:
@@ -142,21 +142,30 @@ class ClassificationInterpretation:
                  if a != p and cm[a, p] >= max(min_val, 1)]
         return sorted(pairs, key=lambda t: -t[2])  # stable: ties stay in class order
 
-    def per_class(self, beta: float = 2.0, thresh: float | None = None) -> list[dict]:
-        """Precision, recall, F-beta (F2 by default) and support per class; multi-label decisions at
-        `thresh` (default `learn.thresh`). What replaces the confusion matrix for multi-label data."""
+    def per_class(self, beta: float = 2.0, thresh=None, sort_by: str | None = None) -> list[dict]:
+        """Precision, recall, F1, F-beta (F2 by default) and support per class; multi-label decisions at `thresh`
+        (default `learn.thresh`, one per label after `tune_thresholds`). `sort_by="f1"` puts the worst class
+        first. What replaces the confusion matrix for multi-label data, and what shows a rare class failing."""
         from sklearn.metrics import precision_recall_fscore_support
+
+        from ..train.metrics import thresholds
 
         if self.is_multi_label:
             y_true = self.targets.numpy().astype(int)
-            y_pred = (self.probs > (self.thresh if thresh is None else thresh)).numpy().astype(int)
+            y_pred = (self.probs > thresholds(self.thresh if thresh is None else thresh)).numpy().astype(int)
         else:
             y_true, y_pred = self.targets.numpy(), self.preds.numpy()
-        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, beta=beta, labels=list(range(len(self.classes))),
-                                                     zero_division=0)
+        labels = list(range(len(self.classes)))
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, beta=beta, labels=labels, zero_division=0)
+        f1 = precision_recall_fscore_support(y_true, y_pred, beta=1.0, labels=labels, zero_division=0)[2]
         fname = "f2" if beta == 2 else f"f{beta:g}"
-        return [{"class": c, "precision": float(p[i]), "recall": float(r[i]), fname: float(f[i]), "support": int(s[i])}
-                for i, c in enumerate(self.classes)]
+        rows = [{"class": c, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f1[i]), fname: float(f[i]),
+                 "support": int(s[i])} for i, c in enumerate(self.classes)]
+        if sort_by is not None:
+            if sort_by not in rows[0]:
+                raise bad_value("sort_by", sort_by, "one of " + ", ".join(k for k in rows[0] if k != "class"))
+            rows.sort(key=lambda row: row[sort_by])
+        return rows
 
     def accuracy(self) -> float:
         """Fraction of pictures predicted right (every label right, for multi-label)."""
@@ -193,7 +202,7 @@ class ClassificationInterpretation:
         """Pictures the model could not decide on: the smallest margin between the two most probable classes
         (probability nearest 0.5 for two classes; for multi-label, a label nearest the threshold)."""
         if self.is_multi_label:
-            score = (self.probs - self.thresh).abs().amin(1)
+            score = (self.probs - torch.as_tensor(self.thresh, dtype=torch.float32)).abs().amin(1)
         elif self.probs.shape[1] < 2:
             score = (self.probs[:, 0] - 0.5).abs()
         else:

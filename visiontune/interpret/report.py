@@ -159,8 +159,10 @@ def _epochs(page: Page, history: TrainingHistory) -> None:
 def _confusion(page: Page, interp: ClassificationInterpretation) -> None:
     if interp.is_multi_label:
         s = page.section("confusion", "Per-class precision, recall and F2")
-        s.para(f"Multi-label: each label is decided at probability {interp.thresh:g}; a confusion matrix does not "
-               "apply, so here is how each class does.", small=True)
+        at = (f"probability {interp.thresh:g}" if isinstance(interp.thresh, (int, float)) else
+              "its own tuned threshold")
+        s.para(f"Multi-label: each label is decided at {at}; a confusion matrix does not apply, so here is how "
+               "each class does (worst F1 first).", small=True)
         beta_key = "f2"
     else:
         s = page.section("confusion", "Confusion matrix")
@@ -170,13 +172,15 @@ def _confusion(page: Page, interp: ClassificationInterpretation) -> None:
     if not len(interp):
         s.note("No validation pictures.")
         return
-    rows = interp.per_class()
-    cols = ["class", "precision", "recall"] + ([beta_key] if beta_key else []) + ["support"]
+    rows = interp.per_class(sort_by="f1")
+    cols = ["class", "precision", "recall", "f1"] + ([beta_key] if beta_key else []) + ["support"]
     table = [[fmt(r[c], c) for c in cols] for r in rows]
-    if interp.is_multi_label:
-        s.table(cols, table)
+    counts = [r["support"] for r in rows]
+    lopsided = bool(counts) and min(counts) > 0 and max(counts) / min(counts) > 5 or 0 in counts
+    if interp.is_multi_label or lopsided:
+        s.table(cols, table)  # on lopsided data the rare class's row is what matters: shown, not folded
     else:
-        s.details("precision and recall per class", cols, table)
+        s.details("precision, recall and F1 per class (worst F1 first)", cols, table)
 
 
 def _most_confused(page: Page, interp: ClassificationInterpretation) -> None:

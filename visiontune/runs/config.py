@@ -67,6 +67,10 @@ class TrainConfig:
     fine_tune: bool = setting(False, "fastai's recipe: 1 frozen epoch, then --epochs unfrozen.", ("--fine-tune",))
     freeze_epochs: int = setting(1, "With --fine-tune: frozen epochs before unfreezing.")
     lr_mult: float = setting(100.0, "With --fine-tune: the body's lr is the head's divided by this.")
+    class_weights: str | None = setting(None, "auto (inverse class frequency), none, or class=weight pairs like "
+                                        "ok=1,defect=20 (default: auto when the classes are lopsided, > 5:1).")
+    balanced: bool = setting(False, "Sample every class equally often (an epoch keeps the data's length).",
+                             ("--balanced",))
     wd: float = setting(0.01, "Weight decay (decoupled).")
     opt: str = setting("adamw", "Optimizer: adamw or sgd.")
     head: str = setting("fastai", "Head: fastai (pool, BN, dropout, 512, classes) or linear (one layer).")

@@ -74,6 +74,10 @@ def train(cfg: TrainConfig, cbs: Iterable[Callback] = (), run: bool = True) -> L
     setup_from_env()
     seed_everything(cfg.seed, cfg.deterministic)
     data = build_data(cfg)
+    changes = small_data_defaults(cfg, data)
+    if changes:
+        cfg = cfg.replace(changes)
+        data = build_data(cfg)
     learn = build_learner(cfg, data, cbs=config_callbacks(cfg))
     if cfg.bs == "auto":
         find_batch_size(learn)
@@ -89,6 +93,24 @@ def train(cfg: TrainConfig, cbs: Iterable[Callback] = (), run: bool = True) -> L
     train_phases(learn, cfg, cbs)
     _finish(cb, cfg)
     return learn
+
+
+def small_data_defaults(cfg: TrainConfig, data: ImageData) -> dict:
+    """Settings to change for small data (under 30 training images in some class) where the config left the
+    default, each said with its reason: augmentation, so the few pictures are seen in many versions."""
+    from ..data.balance import SMALL
+
+    per = data.class_counts() if hasattr(data, "class_counts") else {}
+    if not per or min(per.values()) >= SMALL:
+        return {}
+    changes, why = {}, []
+    if cfg.augment is None and not cfg.precompute:
+        changes["augment"] = "side_on"
+        why.append("augment side_on (flips, rotations, zoom, lighting), so each picture is seen in many versions")
+    if changes and not _console.quiet() and is_main_process():
+        _console.out.print(f"small data (the smallest class has {min(per.values())} training images, fewer than "
+                           f"{SMALL}): " + "; ".join(why) + ". Pass --augment to choose otherwise.", highlight=False)
+    return changes
 
 
 def _layout_settings(data: ImageData) -> dict:

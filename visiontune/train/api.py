@@ -81,6 +81,15 @@ class LearnerAPI:
         self.lr_find_result = oom.with_retry(self, "lr_find", lambda: lr_find(self, start_lr, end_lr, num_it, stop_div))
         return self.lr_find_result
 
+    def tune_thresholds(self, beta: float = 2.0, target_recall: float | None = None,
+                        target_precision: float | None = None, positive: str | None = None, ds: str = "valid"):
+        """Choose decision thresholds on `ds`: per label for multi-label data (best F-beta, the Planet recipe),
+        or for two classes the threshold on P(positive) that reaches `target_recall` / `target_precision`.
+        Kept in the learner (`thresh`, `decision`), the export and the ONNX metadata; predict uses them."""
+        from ..infer.thresholds import tune_thresholds
+
+        return tune_thresholds(self, beta, target_recall, target_precision, positive, ds)
+
     def snapshot_ensemble(self, name: str, ds: str = "valid", last: int | None = None):
         """Average the predictions of the SGDR snapshots saved with `cycle_save_name=name` -> (probs, targets)."""
         from .snapshots import snapshot_ensemble

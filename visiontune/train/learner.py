@@ -51,11 +51,11 @@ class Learner(LearnerAPI):
                  model_dir: str = "models", train_bn: bool = True, freeze_bn_stats: bool = True,
                  mixed_precision: str | bool | None = None, channels_last: bool | None = None, sync_bn: bool = False,
                  compile: bool = False, thresh: float = 0.5, quiet: bool = False):
-        self.data, self.model, self.thresh = data, model, thresh
+        self.data, self.model, self.thresh, self.decision = data, model, thresh, None
         self.accel = Accelerator(device, mixed_precision, channels_last, sync_bn, compile)
         self.accel.prepare(model)
         multi = bool(getattr(data, "is_multi_label", False))
-        self.loss_func = loss_func or (nn.BCEWithLogitsLoss() if multi else nn.CrossEntropyLoss())
+        self.loss_func = (loss_func or (nn.BCEWithLogitsLoss() if multi else nn.CrossEntropyLoss())).to(self.device)
         self.metrics: list[Metric] = get_metrics(metrics, multi_label=multi, thresh=thresh)
         self.opt_name, self.wd, self._lr = opt, wd, lr
         self.path = Path(path) if path is not None else Path(getattr(data, "path", None) or ".")

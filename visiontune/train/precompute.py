@@ -213,7 +213,11 @@ def feature_loader(learn: "Learner", ds: str, shuffle: bool, bs: int | None = No
     dset = FeatureDataset(feats, idx, data.dataset(ds).targets)
     bs = bs or data.bs
     drop_last = shuffle and len(dset) > bs
-    sampler = make_sampler(len(dset), shuffle, data.seed, drop_last, dset) or EpochSampler(len(dset), shuffle, data.seed)
+    if shuffle and getattr(data, "sampler", None) == "balanced":
+        sampler = data.balanced_sampler(dset, dset.targets.numpy())
+    else:
+        sampler = make_sampler(len(dset), shuffle, data.seed, drop_last, dset) or EpochSampler(len(dset), shuffle,
+                                                                                               data.seed)
     dl = DataLoader(dset, batch_size=bs, sampler=sampler,
                     drop_last=drop_last, collate_fn=_whole_batch, num_workers=0)
     return DeviceLoader(dl, learn.device, None, None)
