@@ -41,24 +41,34 @@ def run(root: Path, args: list[str]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="the earlier commit to compare with")
+    p.add_argument("--head", default=None, help="the later commit (default: this working tree as it is)")
     p.add_argument("--data", type=Path, default=Path("/tmp/fmnist"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--extra", default="", help="more arguments for visiontune_subject.py, e.g. '--infer-repeats 1'")
     a = p.parse_args()
-    wt = Path(tempfile.mkdtemp(prefix="vt-ab-")) / "base"
+    tmp = Path(tempfile.mkdtemp(prefix="vt-ab-"))
+    wt, head_root = tmp / "base", ROOT
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(wt), a.base], check=True)
-    common = [str(a.data), "--size", str(a.size), "--epochs", str(a.epochs), "--wait-quiet", "0"]
+    if a.head:
+        head_root = tmp / "head"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(head_root), a.head], check=True)
+    common = [str(a.data), "--size", str(a.size), "--epochs", str(a.epochs), "--wait-quiet", "0", *a.extra.split()]
+    (HERE / "results").mkdir(exist_ok=True)
+    partial = HERE / "results" / f"ab-{datetime.now():%Y%m%d-%H%M%S}.partial.json"
     runs: dict[str, list[dict]] = {"base": [], "head": []}
     try:
         for i in range(a.rounds):
             print(f"round {i + 1}/{a.rounds}", file=sys.stderr, flush=True)
             runs["base"].append(run(wt, common))
-            runs["head"].append(run(ROOT, common))
+            runs["head"].append(run(head_root, common))
+            partial.write_text(json.dumps(runs, indent=2))  # what is done so far survives an interruption
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], check=False)
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+        for w in {wt, head_root} - {ROOT}:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(w)], check=False)
+    head = a.head or subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip()
     rows = []
     for key, higher in KEYS:
         b = [r[key] for r in runs["base"] if isinstance(r.get(key), (int, float))]
@@ -72,6 +82,7 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     path = HERE / "results" / f"ab-{datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(out, indent=2))
+    partial.unlink(missing_ok=True)
     print(f"| figure | {a.base} | {head} | {head} speed vs {a.base} |\n|---|---|---|---|")
     for r in rows:
         ratio = f"{r['head_vs_base']:.2f}x" if r["head_vs_base"] else "—"
