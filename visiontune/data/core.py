@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .._core.allocator import worker_init
 from .._core.distributed import make_sampler
 from .._core.errors import ConfigError, DataError, bad_value
 from .._core.paths import cache_home
@@ -415,6 +416,7 @@ class ImageData:
             collate_fn=collate_skip_none,
             pin_memory=torch.device(device).type == "cuda",
             persistent_workers=workers > 0,
+            worker_init_fn=worker_init if workers > 0 else None,
             generator=torch.Generator().manual_seed(self.seed),  # worker seeds, without touching torch's global RNG
         )
 

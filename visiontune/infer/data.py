@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
+from .._core.allocator import worker_init
 from .._core.errors import ConfigError, DataError
 from ..data.core import BadFiles, FilePixels, ImageDataset, loader_workers
 from ..data.decode import ImageDecodeError, is_image_file
@@ -96,6 +97,7 @@ class InferenceData:
             sampler=sampler if sampler is not None else EpochSampler(len(ds), bool(shuffle), self.seed),
             drop_last=bool(drop_last), num_workers=workers, collate_fn=collate_skip_none,
             pin_memory=torch.device(device).type == "cuda", persistent_workers=False,
+            worker_init_fn=worker_init if workers > 0 else None,
         )
 
     def summary(self) -> str:
@@ -184,7 +186,8 @@ class FileImages(ImageDataset):
     def loader(self, bs: int, device: torch.device | str, num_workers: int = 0) -> DataLoader:
         """In-order batches of (uint8 images, targets, positions); None for a batch without a readable image."""
         return DataLoader(self, batch_size=bs, sampler=EpochSampler(len(self), False), collate_fn=_first,
-                          num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
+                          num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
+                          worker_init_fn=worker_init if num_workers > 0 else None)
 
 
 def _first(batch):
