@@ -59,8 +59,11 @@ def disk_full_error(path: Path, need: int | None = None, cause: BaseException | 
 
 
 def is_disk_full(e: BaseException) -> bool:
-    """True for the OSErrors of a full disk or an exceeded quota."""
-    return isinstance(e, OSError) and e.errno in NO_SPACE
+    """True for the OSErrors of a full disk or an exceeded quota, including numpy's short write on one
+    ("768000 requested and 262112 written", which carries no errno)."""
+    if not isinstance(e, OSError):
+        return False
+    return e.errno in NO_SPACE or (e.errno is None and "requested and" in str(e) and "written" in str(e))
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], failpoints: str | None = None,
