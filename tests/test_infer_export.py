@@ -158,6 +158,10 @@ def test_weights_that_do_not_fit_the_described_model(learn, exported, tmp_path):
         state = {k: f.get_tensor(k) for k in f.keys()}
     state.pop(next(k for k in state if k.startswith("head.")))
     save_file(state, str(tmp_path / "partial.vt"), metadata=meta)
+    with pytest.raises(vt.ExportError, match="do not match their checksum"):  # the digest notices first
+        vt.load_learner(tmp_path / "partial.vt")
+    meta.pop("sha256")  # a file from before the digests: the shapes still say what is wrong
+    save_file(state, str(tmp_path / "partial.vt"), metadata=meta)
     with pytest.raises(vt.ExportError, match="do not fit"):
         vt.load_learner(tmp_path / "partial.vt")
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ExportError", "VisiontuneError", "WeightsError",
+__all__ = ["CheckpointError", "ConfigError", "DataError", "DiskFullError", "ExportError", "RunLockedError",
+           "VisiontuneError", "WeightsError",
            "bad_value", "did_you_mean"]
 
 
@@ -33,6 +34,18 @@ class ExportError(VisiontuneError):
 
 class CheckpointError(VisiontuneError):
     """A checkpoint or run folder cannot be read or resumed."""
+
+
+class RunLockedError(CheckpointError):
+    """Another live process trains or resumes this run folder (it holds RUN/.lock)."""
+
+
+class DiskFullError(VisiontuneError, OSError):
+    """A file could not be written: its disk is full (or over quota). Also an OSError, so code that already
+    falls back on any OSError (the image cache turning itself off) keeps doing so."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "No space left on the disk."
 
 
 def bad_value(name: str, value: Any, expected: str, fix: str = "", cls: type[VisiontuneError] = ConfigError

@@ -4,7 +4,9 @@
 same as `kill -9` or a power cut) to the process the n-th time it passes `<point>`. Points:
 `batch` (after a training batch), `checkpoint-partial` (checkpoint half written to its temporary file),
 `checkpoint-written` (temporary file complete and synced, not yet renamed), `checkpoint-renamed`
-(renamed, older checkpoints not yet pruned). Unset, `failpoint()` costs one dictionary lookup.
+(renamed, older checkpoints not yet pruned), the same three for `export-*` (model.vt), `image-cache` (after
+each image appended to a cache segment being built) and `precompute` (after each batch of activations).
+Unset, `failpoint()` costs one dictionary lookup.
 """
 
 from __future__ import annotations

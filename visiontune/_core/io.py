@@ -4,7 +4,9 @@ or the new one and never half of one, whatever kills the process."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -31,25 +33,62 @@ def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:6]}.partial")
 
 
+NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def disk_full_error(path: Path, need: int | None = None, cause: BaseException | None = None) -> "DiskFullError":
+    """The one message for a full disk: the file, the space it needs (when known) and what is free there."""
+    from .errors import DiskFullError
+
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f"{_mb(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "free space unknown"
+    needs = f"it needs about {_mb(need)}" if need else "it needs more space"
+    err = DiskFullError(f"No space left to write {path}: {needs} and its disk has {free}. Free some space on it "
+                        f"(or write elsewhere) and run the command again; nothing half-written was kept.")
+    err.filename, err.errno = str(path), errno.ENOSPC
+    return err
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for the OSErrors of a full disk or an exceeded quota, including numpy's short write on one
+    ("768000 requested and 262112 written", which carries no errno)."""
+    if not isinstance(e, OSError):
+        return False
+    return e.errno in NO_SPACE or (e.errno is None and "requested and" in str(e) and "written" in str(e))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], failpoints: str | None = None,
-                 durable: bool = False) -> Path:
+                 durable: bool = False, size_hint: int | None = None) -> Path:
     """Call `write(tmp)` to fill a temporary file, fsync it, then rename it over `path` and return `path`.
 
     `failpoints='checkpoint'` passes the crash points `checkpoint-partial` (half written), `checkpoint-written`
     (complete, not renamed) and `checkpoint-renamed` (see failpoints.py); `durable` also fsyncs the folder so
-    the rename survives a power cut. The temporary file never outlives a failure."""
+    the rename survives a power cut. The temporary file never outlives a failure. A full disk raises
+    DiskFullError naming `path` and the space needed (`size_hint` bytes, when the caller knows it)."""
+    from .errors import DiskFullError
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_name(path)
     try:
-        write(tmp)
-        if failpoints:
-            failpoint(f"{failpoints}-partial", before=lambda: os.truncate(tmp, tmp.stat().st_size // 2))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if failpoints:
-            failpoint(f"{failpoints}-written")
+        _write_synced(tmp, write, failpoints)
         os.replace(tmp, path)
+    except DiskFullError:
+        raise
+    except Exception as e:  # safetensors reports a failed write as its own error type, "os error 28"
+        if not (is_disk_full(e) or "os error 28" in str(e) or "No space left" in str(e)):
+            raise
+        tmp.unlink(missing_ok=True)  # first, so the message says the space really free
+        raise disk_full_error(path, size_hint, e) from e
     finally:
         tmp.unlink(missing_ok=True)
     if durable:
@@ -59,14 +98,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], failp
     return path
 
 
+def _write_synced(tmp: Path, write: Callable[[Path], object], failpoints: str | None) -> None:
+    """Fill `tmp` and fsync it, passing the `-partial` and `-written` failpoints."""
+    write(tmp)
+    if failpoints:
+        failpoint(f"{failpoints}-partial", before=lambda: os.truncate(tmp, tmp.stat().st_size // 2))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    if failpoints:
+        failpoint(f"{failpoints}-written")
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """`atomic_write` of a UTF-8 text file."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"),
+                        size_hint=len(text.encode("utf-8")))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """`atomic_write` of a binary file."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), size_hint=len(data))
 
 
 def remove_partial_files(folder: Path) -> None:

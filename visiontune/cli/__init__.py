@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from . import data as _data  # noqa: F401  (registers split-valid, sample)
 from . import predict as _predict  # noqa: F401  (registers predict, export)
@@ -32,6 +33,14 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _console.err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         _console.err.print("[dim](run with --debug for the full traceback)[/]", markup=True)
+        sys.exit(1)
+    except OSError as e:
+        from .._core.io import disk_full_error, is_disk_full
+
+        if debug or not is_disk_full(e):
+            raise
+        where = e.filename or "a file"
+        _console.err.print(f"[bold red]error:[/] {disk_full_error(Path(where))}", markup=True, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         _console.err.print("interrupted")

@@ -3,7 +3,9 @@ memory-mapped files, so later epochs and later runs skip JPEG decoding.
 
 On disk, under the cache folder: `s{short_side}/index.json` maps each file's absolute path and its
 (byte size, mtime) to a segment, offset and shape; `seg-*.bin` hold raw HWC uint8 pixels and are never
-modified once written. Segments and the index are written to temporary names, fsynced and renamed,
+modified once written. The index records a BLAKE2b digest of each segment (computed while it is written)
+and of itself: a process checks each segment once before using it, so a bit flip or a truncation in the
+cache is caught, reported and rebuilt from the image files, never trained on. Segments and the index are written to temporary names, fsynced and renamed,
 the index last, so a killed process leaves at worst unreferenced files, removed by the next update.
 Updates hold a file lock (several runs or DDP ranks may share a cache); readers need none: a segment
 that vanished under them (another run dropped it) makes them decode the file instead.
@@ -25,6 +27,8 @@ import numpy as np
 import torch
 
 from .._core import console as _console
+from .._core.checksum import fast_hasher, file_digest
+from .._core.failpoints import failpoint
 from .._core.io import write_bytes
 from .dataset import BadFiles, FilePixels
 from .decode import ImageDecodeError
@@ -34,10 +38,18 @@ try:
 except ImportError:  # Windows: no advisory locks; concurrent builders may duplicate work, never corrupt
     fcntl = None
 
-FORMAT = 1
+FORMAT = 2  # 2: segment and index digests
 CHUNK_IMAGES = 2000  # images per segment: the index is committed after each, so a killed build resumes
 CHUNK_BYTES = 256 << 20
 UNRESOLVED, BAD = -1, -2
+_VERIFIED: set[tuple] = set()  # segments this process has checked against their digest (path, size, mtime, digest)
+
+
+def _index_digest(body: dict) -> str:
+    """Digest of an index without its own `digest` entry (key order fixed)."""
+    h = fast_hasher()
+    h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()
 
 
 def resolve_cache(cache, default_root: Path) -> tuple[Path | None, bool]:
@@ -82,27 +94,63 @@ class ImageCache:
                 if fcntl is not None:
                     fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
+    def empty_index(self) -> dict:
+        return {"format": FORMAT, "short_side": self.short_side, "segments": {}, "digests": {}, "entries": {}}
+
     def read_index(self) -> dict:
-        """The index, keeping only segments whose file has the recorded length (others are rebuilt)."""
+        """The index, keeping only segments whose file has the recorded length and digest (the images of the
+        others are decoded again). A damaged index is reported and the cache rebuilt."""
+        path = self.dir / "index.json"
         try:
-            index = json.loads((self.dir / "index.json").read_text())
+            raw = path.read_bytes()
+        except OSError:
+            return self.empty_index()
+        try:
+            index = json.loads(raw)
             if index.get("format") != FORMAT or index.get("short_side") != self.short_side:
-                raise ValueError("other format")
-        except (OSError, ValueError):
-            return {"format": FORMAT, "short_side": self.short_side, "segments": {}, "entries": {}}
-        segments = {}
-        for name, nbytes in index["segments"].items():
-            try:
-                if (self.dir / name).stat().st_size == nbytes:
-                    segments[name] = nbytes
-            except OSError:
-                pass
-        index["segments"] = segments
-        index["entries"] = {p: e for p, e in index["entries"].items() if e[2] is None or e[2] in segments}
+                return self.empty_index()  # an older format: rebuilt, its segments collected
+            if index.pop("digest", None) != _index_digest(index):
+                raise ValueError("its checksum does not match")
+            segments, digests, entries = index["segments"], index["digests"], index["entries"]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            _console.notice(f"image cache: {path} is damaged ({str(e)[:80]}); rebuilding the cache from the images.")
+            return self.empty_index()
+        kept = {}
+        for name, nbytes in segments.items():
+            problem = self._check_segment(name, nbytes, digests.get(name))
+            if problem is None:
+                kept[name] = nbytes
+            elif problem != "missing":
+                _console.notice(f"image cache: {self.dir / name} is damaged ({problem}); decoding its images again.")
+        index["segments"], index["digests"] = kept, {n: digests[n] for n in kept}
+        index["entries"] = {p: e for p, e in entries.items() if e[2] is None or e[2] in kept}
         return index
 
+    def _check_segment(self, name: str, nbytes: int, digest: str | None) -> str | None:
+        """None when segment `name` is whole and matches its digest, else what is wrong. Each segment is read
+        once per process (segments never change once written), at about disk speed."""
+        path = self.dir / name
+        try:
+            st = path.stat()
+        except OSError:
+            return "missing"
+        if st.st_size != nbytes:
+            return f"{st.st_size} bytes instead of {nbytes}"
+        key = (str(path), st.st_size, st.st_mtime_ns, digest)
+        if key in _VERIFIED:
+            return None
+        try:
+            if digest is None or file_digest(path) != digest:
+                return "its checksum does not match"
+        except OSError as e:
+            return str(e)
+        _VERIFIED.add(key)
+        return None
+
     def write_index(self, index: dict) -> None:
-        write_bytes(self.dir / "index.json", json.dumps(index, separators=(",", ":")).encode())
+        body = {k: v for k, v in index.items() if k != "digest"}
+        write_bytes(self.dir / "index.json", json.dumps({**body, "digest": _index_digest(body)},
+                                                        separators=(",", ":")).encode())
 
     @contextlib.contextmanager
     def new_segment(self):
@@ -111,11 +159,15 @@ class ImageCache:
         name = f"seg-{uuid.uuid4().hex[:12]}.bin"
         tmp = self.dir / f".{name}.partial"
         pos = 0
+        hasher = fast_hasher()
 
         def append(a: np.ndarray) -> int:
             nonlocal pos
-            f.write(np.ascontiguousarray(a).data)
+            data = np.ascontiguousarray(a).data
+            f.write(data)
+            hasher.update(data)
             pos += a.nbytes
+            failpoint("image-cache")
             return pos - a.nbytes
 
         try:
@@ -125,7 +177,7 @@ class ImageCache:
                 os.fsync(f.fileno())
             if pos:
                 os.replace(tmp, self.dir / name)
-            append.result = (name, pos) if pos else None
+            append.result = (name, pos, hasher.hexdigest()) if pos else None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -136,6 +188,7 @@ class ImageCache:
         unused = [name for name in index["segments"] if name not in used]
         for name in unused:
             del index["segments"][name]
+            index["digests"].pop(name, None)
         for p in self.dir.iterdir():
             if p.name.endswith(".partial") or (p.name.startswith("seg-") and p.name not in index["segments"]):
                 p.unlink(missing_ok=True)
@@ -210,7 +263,10 @@ class CachedPixels:
             with self.cache.locked():
                 self._update(start, stop, keys)
         except OSError as e:  # no space, read-only cache folder, ...: train from the files instead
-            self._disable(f"image cache off: {e}. Training reads the image files instead.")
+            need = (stop - start) * self.short_side * self.short_side * 4  # 3 channels at about 4:3
+            self._disable(f"image cache off: could not write to {self.cache.dir} ({e}; {stop - start} images need "
+                          f"about {need / 2**20:.1f} MB there). Training reads the image files instead; free some "
+                          f"space there to cache them next time.")
 
     def _disable(self, reason: str) -> None:
         self.disabled = reason
@@ -296,8 +352,9 @@ class CachedPixels:
                 else:
                     located.append((i, [size, mtime, None, append(a), a.shape[0], a.shape[1]]))
         if append.result is not None:
-            name, nbytes = append.result
+            name, nbytes, digest = append.result
             index["segments"][name] = nbytes
+            index["digests"][name] = digest
             for i, e in located:
                 e[2] = name
                 entries[str(self.files[i])] = e

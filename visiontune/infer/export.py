@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .._core.checksum import tensor_digest, text_digest
 from .._core.errors import ExportError, VisiontuneError
 from .._core.io import atomic_write
 
@@ -22,8 +23,11 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- the .vt model file
 #
 # One safetensors file: the weights as tensors, and in the header's string metadata
-#   format = "visiontune-model", format_version = "1", visiontune = <version>, config = <JSON>.
-# Reading it parses JSON and raw tensor bytes only: nothing in it can run code.
+#   format = "visiontune-model", format_version = "1", visiontune = <version>, config = <JSON>,
+#   config_sha256 = SHA-256 of config, sha256 = SHA-256 of the tensors (names, dtypes, shapes, bytes).
+# Reading it parses JSON and raw tensor bytes only: nothing in it can run code. The two digests make a
+# bit flip or a cut-short copy an error instead of a model that predicts wrong (files written before the
+# digests were added have none and are read as before).
 
 MODEL_FORMAT = "visiontune-model"
 MODEL_FORMAT_VERSION = 1
@@ -54,10 +58,13 @@ def export_learner(learn, path: str | os.PathLike) -> Path:
         "torch": torch.__version__.split("+")[0],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    meta = {"format": MODEL_FORMAT, "format_version": str(MODEL_FORMAT_VERSION), "visiontune": __version__,
-            "config": json.dumps(info)}
     state = _plain_state(model)
-    return atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
+    config_text = json.dumps(info)
+    meta = {"format": MODEL_FORMAT, "format_version": str(MODEL_FORMAT_VERSION), "visiontune": __version__,
+            "config": config_text, "config_sha256": text_digest(config_text), "sha256": tensor_digest(state)}
+    need = sum(t.numel() * t.element_size() for t in state.values()) + len(config_text) + 4096
+    return atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta), failpoints="export",
+                        size_hint=need)
 
 
 def _kind_of(head: bytes) -> str:
@@ -120,6 +127,9 @@ def read_model_header(path: str | os.PathLike) -> dict:
     ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
     if 8 + n + max(ends, default=0) > size:
         raise ExportError(f"{path} is truncated ({size} of {8 + n + max(ends)} bytes). Copy or export it again.")
+    if "config_sha256" in meta and text_digest(str(meta.get("config", ""))) != meta["config_sha256"]:
+        raise ExportError(f"{path} is damaged: its model description does not match its checksum. Export or copy "
+                          f"it again.")
     try:
         config = json.loads(meta["config"])
         for key, kind in (("model", dict), ("classes", list), ("size", int), ("mean", list), ("std", list)):
@@ -128,6 +138,7 @@ def read_model_header(path: str | os.PathLike) -> dict:
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ExportError(f"{path} is damaged: its model description is incomplete ({e}). Export it again.") from None
     config["visiontune"] = meta.get("visiontune")
+    config["weights_sha256"] = meta.get("sha256")  # checked by load_learner once the tensors are read
     return config
 
 
@@ -153,6 +164,12 @@ def load_learner(path: str | os.PathLike, device=None):
         raise ExportError(f"{path} is damaged: {len(config['classes'])} classes for {mc.n_out} model outputs.")
     try:
         state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise ExportError(f"{path} is damaged: its weights cannot be read ({e}). Export it again.") from e
+    if config.get("weights_sha256") and tensor_digest(state) != config["weights_sha256"]:
+        raise ExportError(f"{path} is damaged: its weights do not match their checksum (a bit flip or a bad copy). "
+                          f"Export or copy it again.")
+    try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ExportError(f"{path}: the weights do not fit the {mc.arch} model it describes ({str(e)[:300]}).") from e

@@ -22,6 +22,7 @@ from .._core import console as _console
 from .._core.distributed import is_main_process
 from .._core.errors import CheckpointError
 from .._core.failpoints import failpoint
+from .._core.io import disk_full_error, is_disk_full
 from ..train.callbacks import Callback, CancelSaveException, SkipFitException
 from ..train.tracking import CSVLogger
 from ..train.vision import learner_settings
@@ -107,6 +108,7 @@ class RunFolder(Callback):
                 _console.notice(f"run folder: {self.path}")
             return
         checkpoint = latest_checkpoint(self.models)
+        self._check_config(checkpoint)
         if checkpoint is None:  # killed before the first checkpoint: start from the beginning
             self.dir.truncate_events(0)
             self.dir.log_file.unlink(missing_ok=True)
@@ -131,14 +133,28 @@ class RunFolder(Callback):
                 **environment()}
         if is_main_process():
             run.write_config(self.settings if self.settings is not None else learner_settings(learn), info)
+        run.lock()
         return run
 
     def _open(self) -> RunDir:
         run = RunDir(self.run_dir)
         if not run.config_file.exists():
             raise CheckpointError(f"{run.path} is not a run folder (no config.yaml); nothing to resume.")
+        run.lock()  # before touching anything: another process may be writing these files
         run.remove_partial_files()
         return run
+
+    def _check_config(self, checkpoint: Checkpoint | None) -> None:
+        """Refuse to resume when config.yaml is not the file the checkpoint was written under (damaged, or
+        edited): the resumed epochs would silently train a different run."""
+        recorded = checkpoint.position.extra.get("config_sha256") if checkpoint is not None else None
+        if recorded is None or recorded == self.dir.config_digest():
+            return
+        self.dir.unlock()
+        raise CheckpointError(
+            f"{self.dir.config_file} changed since {checkpoint.path.name} was written (its SHA-256 differs): it was "
+            f"damaged or edited, and resuming would train a different run. Put the original back, or train anew "
+            f"with `visiontune rerun {self.dir.config_file}`.")
 
     # ------------------------------------------------------------------ events
     def before_fit(self) -> None:
@@ -146,6 +162,7 @@ class RunFolder(Callback):
         if not learn.continuing:
             self.fits.append({"epochs": learn.n_epoch, "schedule": learn.schedule.name, "lrs": list(learn.base_lrs),
                               "frozen_to": learn.frozen_to, "precompute": learn.precompute})
+        self.dir.lock()  # again after finish() released it (the Python API: one finish per fit)
         if is_main_process():
             self._events = open(self.dir.events_file, "a", encoding="utf-8")
             self.dir.write_status("running", phase=self.fit_index)
@@ -158,8 +175,7 @@ class RunFolder(Callback):
                 rec = learn.recorder
                 line = {"phase": rec.phase, "epoch": learn.epoch, "iter": learn.iter, "step": len(rec.batch_history),
                         "loss": float(learn.loss_value), "lr": learn.hypers("lr")[-1]}
-                self._events.write(json.dumps(line) + "\n")
-                self._events.flush()
+                self._log_event(json.dumps(line) + "\n")
             failpoint("batch")
         if self.stop_signal is not None:
             done = learn.iter + 1 if learn.training else learn.n_iter
@@ -170,6 +186,16 @@ class RunFolder(Callback):
             self.dir.write_status( "interrupted", position=where)
             self.stop_signal = None
             raise TrainingInterrupted(msg)
+
+    def _log_event(self, line: str) -> None:
+        """Append one line to events.jsonl; a full disk stops training with the one clear message."""
+        try:
+            self._events.write(line)
+            self._events.flush()
+        except OSError as e:
+            if is_disk_full(e):
+                raise disk_full_error(self.dir.events_file, len(line), e) from e
+            raise
 
     def after_epoch(self) -> None:
         learn = self.learn
@@ -183,6 +209,7 @@ class RunFolder(Callback):
 
     def after_fail(self) -> None:
         self._close()
+        self.dir.unlock()
         exc = sys.exc_info()[1]
         if isinstance(exc, TrainingInterrupted):
             return
@@ -211,6 +238,7 @@ class RunFolder(Callback):
         if self._events is not None:
             self._events.flush()
             position.extra["events_offset"] = self._events.tell()
+        position.extra["config_sha256"] = self.dir.config_digest()
         tensors, meta = checkpoint_state(self.learn, position)
         path = write_checkpoint(next_checkpoint_path(self.models), tensors, meta)
         prune_checkpoints(self.models, self.keep)
@@ -224,11 +252,17 @@ class RunFolder(Callback):
         extra = {"phases": self.fits}
         if self.checkpoint_seconds:
             extra["checkpoint_seconds_median"] = round(statistics.median(self.checkpoint_seconds), 3)
-        return finish_run(self.learn, self.dir, extra, predict_test=predict_test, clip=clip)
+        try:
+            return finish_run(self.learn, self.dir, extra, predict_test=predict_test, clip=clip)
+        finally:
+            self.dir.unlock()
 
     def _close(self) -> None:
         if self._events is not None:
-            self._events.close()
+            try:
+                self._events.close()
+            except OSError:  # a full disk: the lines that fit are kept; a resume truncates to the checkpoint
+                pass
             self._events = None
         self._restore_handlers()
 

@@ -9,7 +9,6 @@ file is detected instead of silently resumed. Files go to a temporary name, are 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -24,7 +23,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .._core.errors import CheckpointError
+from .._core.checksum import tensor_digest, text_digest  # noqa: F401  (tensor_digest re-exported)
+from .._core.errors import CheckpointError, DiskFullError
 from .._core.io import atomic_write, remove_partial_files  # noqa: F401  (re-exported for runs)
 from .._core.version import __version__
 
@@ -126,16 +126,6 @@ def unflatten(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"model": model, "opt": opt, "scaler": meta.get("scaler"), "callbacks": meta.get("callbacks", {})}
 
 
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of all tensors, in name order."""
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        t = tensors[k]
-        h.update(f"{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.contiguous().view(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------- files
 def _jsonable(o: Any) -> Any:
     """Tensors and numpy scalars that end up in optimizer hyper-parameters -> plain numbers/lists."""
@@ -147,11 +137,16 @@ def _jsonable(o: Any) -> Any:
 def write_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Temporary file + fsync + rename (+ fsync of the folder): a reader sees the old file or the new one."""
     path = Path(path)
+    state = json.dumps(meta, default=_jsonable)
     header = {"format": FORMAT, "version": str(VERSION), "visiontune": __version__,
-              "state": json.dumps(meta, default=_jsonable), "sha256": tensor_digest(tensors)}
+              "state": state, "sha256": tensor_digest(tensors), "state_sha256": text_digest(state)}
+    need = sum(t.numel() * t.element_size() for t in tensors.values()) + len(state) + 4096
     try:
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), failpoints="checkpoint",
-                     durable=True)
+                     durable=True, size_hint=need)
+    except DiskFullError as e:
+        raise CheckpointError(f"Could not write the checkpoint: {e} The previous checkpoints in {path.parent} are "
+                              f"kept; `visiontune resume {path.parent.parent}` continues from the newest.") from e
     except OSError as e:
         raise CheckpointError(f"Could not write the checkpoint {path}: {e}. Free some disk space or pick another "
                               f"run folder.") from e
@@ -220,6 +215,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path} was written by a newer visiontune ({header.get('visiontune')}); upgrade")
     if tensor_digest(tensors) != header.get("sha256"):
         raise CheckpointError(f"{path} is damaged (its contents do not match its checksum)")
+    if "state_sha256" in header and text_digest(header.get("state", "")) != header["state_sha256"]:
+        raise CheckpointError(f"{path} is damaged (its header does not match its checksum)")
     try:
         meta = json.loads(header["state"])
         position = Position(**meta["position"])

@@ -140,6 +140,7 @@ def resume(run_dir: str | os.PathLike) -> Learner | None:
     if run.from_python:
         raise CheckpointError(f"{run.path} was trained from Python, so only your script knows its steps: rerun it "
                               f"with vision_learner(..., run_dir={str(run.path)!r}, resume=True).")
+    run.check_unlocked()  # refuse at once when another process trains this run
     if run.status == "finished":
         _console.err.print(f"{run.path} has finished already; nothing to resume (`visiontune rerun` trains it again).",
                            highlight=False)

@@ -9,6 +9,8 @@
       results.json   final metrics, class names, confusion matrix, the phases that were trained
       model.vt       the exported model;  report.html  the report page;  lr_find.png  (when you make one)
       predictions.csv, submission.csv   the test set's predictions (`visiontune train` on data with a test folder)
+      .lock          held (fcntl.flock) by the one process that trains or resumes the run; the kernel
+                     releases it when that process ends, however it ends (kill -9 included)
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ import torch
 import yaml
 
 from .._core.distributed import broadcast_object, is_main_process
-from .._core.errors import CheckpointError, ConfigError
+from .._core.errors import CheckpointError, ConfigError, RunLockedError
 from .._core.io import read_yaml_mapping, remove_partial_files, write_text
 from .._core.version import __version__
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so two resumes of one run are not prevented there
+    fcntl = None
 
 if TYPE_CHECKING:
     from ..interpret.history import TrainingHistory
@@ -43,10 +50,11 @@ class RunDir:
 
     CONFIG, STATUS, LOG, EVENTS, RESULTS = "config.yaml", "status.json", "log.csv", "events.jsonl", "results.json"
     MODELS, FINAL, MODEL, REPORT, LR_FIND = "models", "final", "model.vt", "report.html", "lr_find.png"
-    PREDICTIONS, SUBMISSION = "predictions.csv", "submission.csv"
+    PREDICTIONS, SUBMISSION, LOCK = "predictions.csv", "submission.csv", ".lock"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -110,7 +118,52 @@ class RunDir:
         remove_partial_files(self.path)
         remove_partial_files(self.models)
 
+    # ------------------------------------------------------------------ the lock
+    lock_file = property(lambda self: self.path / self.LOCK)
+
+    def lock(self) -> None:
+        """Take the run's lock for as long as this process trains it (idempotent). Two processes training one
+        folder would interleave checkpoints and log rows, so the second is refused with RunLockedError. The
+        lock is an flock on RUN/.lock: the kernel drops it when its holder dies, so a killed run never blocks
+        its own resume."""
+        if self._lock_fd is not None or fcntl is None or not is_main_process():
+            return
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(f"{self.path} is being trained by another visiontune process (pid {holder}); two "
+                                 f"processes must not write one run. Wait for it to end (or stop it), then run "
+                                 f"`visiontune resume {self.path}` again.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock taken by `lock` (a no-op when this object does not hold it)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def check_unlocked(self) -> None:
+        """Raise RunLockedError now if another process holds the lock (so `resume` refuses before it loads
+        data and model); takes nothing."""
+        self.lock()
+        self.unlock()
+
     # ------------------------------------------------------------------ config
+    def config_digest(self) -> str | None:
+        """SHA-256 of config.yaml as it is on disk (None when missing): checkpoints record it, so a resume
+        notices a config.yaml damaged or edited since (it would train a different run)."""
+        import hashlib
+
+        try:
+            return hashlib.sha256(self.config_file.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
     def write_config(self, settings: dict, run_info: dict) -> Path:
         """config.yaml: the settings (which `TrainConfig.from_dict` reads back for rerun) and, under `_run`,
         what was resolved at run time (data fingerprint, device, versions)."""

@@ -3,8 +3,9 @@ and train or predict the head on them in seconds.
 
 The cache is keyed by everything that changes the features: architecture, a fingerprint of the body
 weights, image size, the ordered files with sizes and mtimes, the valid transform and normalization.
-Files are written to a temporary name, fsynced and renamed; the JSON meta is written last, so a
-partly written cache is never read.
+Files are written to a temporary name, fsynced and renamed; the JSON meta is written last, with a
+BLAKE2b digest of each .npy file, so a partly written cache is never read and a damaged one (bit flip,
+truncation) is detected, reported and computed again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from .._core.distributed import (
     is_main_process,
     make_sampler,
 )
+from .._core.checksum import file_digest
+from .._core.errors import DiskFullError
+from .._core.failpoints import failpoint
 from .._core.io import atomic_write, write_text
 from .._core.version import __version__
 from ..data.loader import DeviceLoader, EpochSampler
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
     from .learner import Learner
 
 FORMAT = 1
-
+DIGESTS = ("npy", "idx")  # the meta's `digests` keys, in the order of `paths`
 
 def body_fingerprint(model: torch.nn.Module) -> str:
     """Hash of the body's parameters and buffers: any change to the weights gives a new key."""
@@ -91,27 +95,44 @@ class ActivationCache:
         return self.root / f"{key}.npy", self.root / f"{key}.idx.npy", self.root / f"{key}.json"
 
     def read(self, key: str, desc: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cached (features, positions) for `key`, or None when absent, stale or damaged (computed again)."""
         feats_p, idx_p, meta_p = self.paths(key)
         try:
             meta = json.loads(meta_p.read_text())
             if meta.get("desc") != desc or not meta.get("complete"):
                 return None
+            digests = meta.get("digests") or {}
+            for name, path in zip(DIGESTS, (feats_p, idx_p)):
+                if file_digest(path) != digests.get(name):
+                    _console.notice(f"precomputed activations {path} are damaged (checksum mismatch); computing "
+                                    f"them again.")
+                    return None
             feats = np.load(feats_p, mmap_mode="r")
             idx = np.load(idx_p)
             if feats.shape != tuple(meta["shape"]) or len(idx) != feats.shape[0]:
                 return None
             return feats, idx
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError):
             return None
 
     def write(self, key: str, desc: dict, feats: np.ndarray, idx: np.ndarray) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Write the three files (meta last). On a full disk the cache is skipped with a notice naming the
+        folder and the space needed: the features are in memory already, so training goes on."""
         feats_p, idx_p, meta_p = self.paths(key)
-        meta_p.unlink(missing_ok=True)
-        for path, arr in ((feats_p, feats), (idx_p, idx)):
-            atomic_write(path, lambda tmp, arr=arr: _save_npy(tmp, arr))
-        write_text(meta_p, json.dumps({"desc": desc, "shape": list(feats.shape), "complete": True,
-                                       "visiontune": __version__, "created": time.time()}))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            meta_p.unlink(missing_ok=True)
+            digests = {}
+            for name, path, arr in zip(DIGESTS, (feats_p, idx_p), (feats, idx)):
+                atomic_write(path, lambda tmp, arr=arr: _save_npy(tmp, arr), size_hint=arr.nbytes + 128)
+                digests[name] = file_digest(path)
+            write_text(meta_p, json.dumps({"desc": desc, "shape": list(feats.shape), "complete": True,
+                                           "digests": digests, "visiontune": __version__, "created": time.time()}))
+        except DiskFullError as e:
+            meta_p.unlink(missing_ok=True)
+            for path in (feats_p, idx_p):
+                path.unlink(missing_ok=True)
+            _console.notice(f"precomputed activations not cached: {e} Training goes on with them in memory.")
 
     def get(self, learn: "Learner", ds: str) -> tuple[np.ndarray, np.ndarray]:
         """Features and kept positions for `ds`, from disk when the key matches, else computed now.
@@ -162,6 +183,7 @@ def compute_features(learn: "Learner", ds: str) -> tuple[np.ndarray, np.ndarray]
                 feats[idx.numpy()] = out
                 kept[idx.numpy()] = True
                 done += len(idx)
+                failpoint("precompute")
                 if progress is not None:
                     speed = done / max(time.perf_counter() - t0, 1e-9)
                     progress.update(task, advance=len(idx), speed=f"{speed:,.0f} img/s")
