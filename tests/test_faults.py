@@ -187,15 +187,19 @@ def test_precomputed_activations_on_a_full_disk_are_skipped_not_fatal(tiny_disk,
 
 
 # ---------------------------------------------------------------------------- the campaign itself
+TRIALS = int(os.environ.get("VISIONTUNE_FAULT_TRIALS", "8"))  # 8 in CI (every cheap kind once); 20+ by hand
+
+
 @pytest.mark.slow
 def test_fault_campaign_short_mode_leaves_nothing_corrupt_or_hung(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "bench" / "faults.py"), "--trials", "20", "--seed", "0", "--quick",
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "faults.py"), "--trials", str(TRIALS), "--seed", "0",
+                        "--quick",
                         "--work", str(tmp_path / "w"), "--json", str(tmp_path / "trials.json")],
                        capture_output=True, text=True, timeout=1500, env={**os.environ, "PYTHONPATH": str(REPO)})
     trials = json.loads((tmp_path / "trials.json").read_text())
-    assert len(trials) == 20, r.stdout[-2000:] + r.stderr[-2000:]
+    assert len(trials) == TRIALS, r.stdout[-2000:] + r.stderr[-2000:]
     bad = [t for t in trials if t["outcome"] in ("corrupt", "hung", "diff")]
     assert not bad, bad
     kill = [t for t in trials if t["kind"].startswith("kill -9 train") or t["kind"] == "kill -9 resume"]
     assert kill and all(t["outcome"] == "exact" for t in kill)
-    assert r.returncode == 0 and "| **all** | **20** |" in r.stdout
+    assert r.returncode == 0 and f"| **all** | **{TRIALS}** |" in r.stdout
