@@ -89,6 +89,9 @@ def _two_class(learn: "Learner", p: np.ndarray, y: np.ndarray, beta: float, targ
     else:
         b2 = beta * beta
         t, rec, prec = max(rows, key=lambda r: (1 + b2) * r[1] * r[2] / (b2 * r[2] + r[1]) if r[1] + r[2] else 0.0)
+    lower = cands[cands < t]
+    t = (t + float(lower.max())) / 2 if len(lower) else t  # halfway to the next score: the same valid decisions,
+    # and a picture scored a hair lower on another batch size or machine is still decided the same way
     learn.decision = {"positive": positive, "threshold": float(t), "recall": rec, "precision": prec}
     _console.notice(f"decision: {positive} when P({positive}) >= {t:.4f} (valid recall {rec:.3f}, precision {prec:.3f})")
     return dict(learn.decision)
