@@ -242,6 +242,30 @@ def _raw(url: str, head: str, chunks, timeout: float = 10.0) -> tuple[int, dict,
         sock.close()
 
 
+class SlowUpload:
+    """A client that sends its headers and half of an image, then waits: the request is in flight (admitted,
+    its body arriving) until `finish()` sends the rest and reads the answer."""
+
+    def __init__(self, url: str, image: bytes):
+        u = urlparse(url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=30)
+        self.rest = image[len(image) // 2:]
+        self.sock.sendall((f"POST /predict HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nContent-Type: image/png\r\n"
+                           f"Content-Length: {len(image)}\r\n\r\n").encode() + image[: len(image) // 2])
+
+    def finish(self) -> tuple[int, dict]:
+        self.sock.sendall(self.rest)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self.sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+        while len(body) < length:
+            body += self.sock.recv(65536)
+        self.sock.close()
+        return int(head.split()[1]), json.loads(body)
+
+
 def test_body_over_max_bytes_is_refused_before_it_is_read(server, client):
     # declared: 413 after the headers and 64 KB of the 50 MB announced (a server that read on would wait here)
     head = ("POST /predict HTTP/1.1\r\nHost: HOST\r\nContent-Type: image/jpeg\r\n"
@@ -312,22 +336,33 @@ def test_wrong_requests_get_json_errors_and_the_server_keeps_answering(client, i
 
 
 def test_full_queue_answers_503_with_retry_after_and_a_slow_body_408(model, images):
-    # room for one image; the first request waits up to 1.5 s for its batch to fill, so the second finds it full
-    with vt.serve(model, port=0, background=True, queue_size=1, max_files=1, max_batch=4, max_wait_ms=1500,
-                  body_timeout_s=1) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+    # room for one image, held by a client whose body is still arriving: the next request finds the server full
+    with vt.serve(model, port=0, background=True, queue_size=1, max_files=1, body_timeout_s=1.5) as s, \
+            httpx.Client(base_url=s.url, timeout=30) as c:
         s.wait_ready()
-        with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(post_files, c, [("red.png", images["red.png"])])
-            time.sleep(0.5)
-            r = post_files(c, [("red.png", images["red.png"])])
-            assert r.status_code == 503 and r.json()["error"] == "overloaded"
-            assert int(r.headers["retry-after"]) >= 1
-            assert first.result().status_code == 200
+        slow = SlowUpload(s.url, images["red.png"].read_bytes())
+        time.sleep(0.3)
+        r = post_files(c, [("red.png", images["red.png"])])
+        assert r.status_code == 503 and r.json()["error"] == "overloaded"
+        assert int(r.headers["retry-after"]) >= 1
+        status, body = slow.finish()
+        assert status == 200 and body["label"] in CLASSES
         assert post_files(c, [("red.png", images["red.png"])]).status_code == 200  # room again
         head = "POST /predict HTTP/1.1\r\nHost: HOST\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
-        status, body, _ = _raw(s.url, head, iter(lambda: (time.sleep(0.05), b"")[1], None))
-        assert status == 408 and body["error"] == "body_timeout"
-        assert c.get("/metrics").text.count('visiontune_images_total{outcome="overloaded"} 1') == 1
+        t = time.perf_counter()
+        status, body, _ = _raw(s.url, head, [b"\x89PNG"])  # and then nothing
+        assert status == 408 and body["error"] == "body_timeout" and 1.4 < time.perf_counter() - t < 5
+        assert 'visiontune_images_total{outcome="overloaded"} 1\n' in c.get("/metrics").text
+        assert post_files(c, [("red.png", images["red.png"])]).status_code == 200  # the slot came back
+
+
+def test_a_lone_request_does_not_wait_for_a_batch_to_fill(model, images):
+    with vt.serve(model, port=0, background=True, max_wait_ms=2000) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        s.wait_ready()
+        post_files(c, [("red.png", images["red.png"])])
+        t = time.perf_counter()
+        assert post_files(c, [("red.png", images["red.png"])]).status_code == 200
+        assert time.perf_counter() - t < 1.0  # nothing else was on its way: no 2 s wait for company
 
 
 # ---------------------------------------------------------------------------- endpoints and security
@@ -437,8 +472,7 @@ def _read_lines(stream, out: queue.Queue) -> None:
 
 @pytest.mark.slow
 def test_cli_serves_prints_its_url_and_sigterm_finishes_in_flight_then_exits_0(model, images, reference):
-    proc = subprocess.Popen([sys.executable, "-m", "visiontune", "serve", str(model), "--port", "0",
-                             "--max-batch", "8", "--max-wait-ms", "1500"],
+    proc = subprocess.Popen([sys.executable, "-m", "visiontune", "serve", str(model), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
@@ -453,13 +487,13 @@ def test_cli_serves_prints_its_url_and_sigterm_finishes_in_flight_then_exits_0(m
             while c.get("/ready").status_code != 200:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
-            with ThreadPoolExecutor(1) as pool:
-                in_flight = pool.submit(post_files, c, [("big.jpg", images["big.jpg"])])
-                time.sleep(0.5)  # the request now waits in the batcher (up to 1.5 s for company)
-                proc.send_signal(signal.SIGTERM)
-                r = in_flight.result()
-            assert r.status_code == 200
-            assert_matches(r.json(), reference.predict(images["big.jpg"]), reference.data.classes)
+            slow = SlowUpload(url, images["red.png"].read_bytes())  # in flight: half its body sent
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            status, body = slow.finish()
+            assert status == 200
+            assert_matches(body, reference.predict(images["red.png"]), reference.data.classes)
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:

@@ -165,18 +165,16 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None,
         if not engine.ready.is_set() or engine.stopping:
             raise not_ready()
         k = min(top_k or cfg.top_k, len(classes))
-        if not engine.admit(1):  # before a byte of the body is read
+        ticket = engine.admit(1)  # before a byte of the body is read
+        if ticket is None:
             raise overloaded()
-        held = 1
         try:
             uploads = await read_uploads(request, cfg.max_files)
-            if len(uploads) > 1:
-                if not engine.admit(len(uploads) - 1):
-                    raise overloaded()
-                held = len(uploads)
-            results = await asyncio.gather(*(predict_one(u, k) for u in uploads))
+            if len(uploads) > 1 and not ticket.grow(len(uploads) - 1):
+                raise overloaded()
+            results = await asyncio.gather(*(predict_one(u, k, ticket) for u in uploads))
         finally:
-            engine.release(held)
+            ticket.close()
         if len(uploads) == 1:
             status, body, headers = results[0]
             return JSONResponse(body, status, headers=headers)
@@ -202,15 +200,20 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None,
                                            f"(--queue-size). Retry after the time in Retry-After.",
                         {"Retry-After": str(engine.retry_after())})
 
-    async def predict_one(upload, k: int) -> tuple[int, dict, dict | None]:
+    async def predict_one(upload, k: int, ticket) -> tuple[int, dict, dict | None]:
         """(status, JSON body, headers) for one upload: decoded in the pool, then batched by the engine."""
         loop = asyncio.get_running_loop()
         named = {"file": upload.filename} if upload.filename is not None else {}
         try:
             t = loop.time()
-            views = await loop.run_in_executor(pool, engine.spec.to_tensor, upload.data, upload.name, cfg.max_pixels)
+            try:
+                views = await loop.run_in_executor(pool, engine.spec.to_tensor, upload.data, upload.name,
+                                                   cfg.max_pixels)
+            except BaseException:
+                ticket.dropped()  # not coming: the worker need not wait for it
+                raise
             metrics.decode_seconds.observe(loop.time() - t)
-            probs = await asyncio.wrap_future(engine.submit(views))
+            probs = await asyncio.wrap_future(engine.submit(views, ticket))
         except ApiError as e:
             metrics.images.inc(e.code)
             return e.status, {**named, **e.body()}, e.headers or None

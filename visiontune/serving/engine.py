@@ -55,23 +55,22 @@ class Engine:
         self.warmup_seconds: float | None = None
         self.on_ready, self.on_fatal = on_ready, on_fatal
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._queued = 0
-        self._admitted = 0
+        self._queued = 0  # images in the queue
+        self._admitted = 0  # images admitted and not yet answered
+        self._coming = 0  # admitted images not yet in the queue (being received or decoded)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- admission (called from the event loop)
-    def admit(self, n: int) -> bool:
-        """Reserve room for `n` more images; False when the server already holds `queue_size`."""
+    def admit(self, n: int = 1) -> "Ticket | None":
+        """Room for `n` images (a Ticket to give back when the request ends); None when the server already
+        holds `queue_size`. Admitted images count as on their way to the model until submitted or dropped."""
         with self._lock:
             if self._admitted + n > self.cfg.queue_size:
-                return False
+                return None
             self._admitted += n
-            return True
-
-    def release(self, n: int) -> None:
-        with self._lock:
-            self._admitted -= n
+            self._coming += n
+        return Ticket(self, n)
 
     @property
     def admitted(self) -> int:
@@ -95,7 +94,7 @@ class Engine:
                 self._thread = threading.Thread(target=self._run, name="visiontune-model", daemon=True)
                 self._thread.start()
 
-    def submit(self, views: torch.Tensor) -> Future:
+    def submit(self, views: torch.Tensor, ticket: "Ticket") -> Future:
         """Queue one image's views; the future gets its probabilities (a list of floats)."""
         if self.stopping:
             raise ApiError(503, "stopping", "The server is shutting down. Send the request to another instance.",
@@ -103,6 +102,7 @@ class Engine:
         item = Item(views)
         with self._lock:
             self._queued += 1
+        ticket.arrived()
         self._queue.put(item)
         return item.future
 
@@ -146,7 +146,8 @@ class Engine:
         return backend
 
     def _collect(self) -> tuple[list[Item], bool]:
-        """Up to max_batch items: the first one blocking, the rest until max_wait after the first arrived."""
+        """Up to max_batch items: the first one blocking, the rest until max_wait after the first arrived. It
+        waits only while more images are on their way, so a lone client never pays max_wait."""
         first = self._queue.get()
         if first is _STOP:
             return [], True
@@ -154,7 +155,10 @@ class Engine:
         while len(batch) < self.cfg.max_batch:
             timeout = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+                if timeout > 0 and (self._coming > 0 or not self._queue.empty()):
+                    item = self._queue.get(timeout=timeout)
+                else:
+                    item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
@@ -187,3 +191,39 @@ class Engine:
             return
         for it, row in zip(live, rows):
             it.future.set_result(row)
+
+
+class Ticket:
+    """The images one request holds in the server: `grow` for the rest of a multi-file request, `arrived` /
+    `dropped` as each image reaches the queue or fails before it, `close` when the request is answered."""
+
+    def __init__(self, engine: Engine, n: int):
+        self.engine, self.held, self.on_the_way = engine, n, n
+
+    def grow(self, n: int) -> bool:
+        e = self.engine
+        with e._lock:
+            if e._admitted + n > e.cfg.queue_size:
+                return False
+            e._admitted += n
+            e._coming += n
+        self.held += n
+        self.on_the_way += n
+        return True
+
+    def arrived(self) -> None:
+        self._left(1)
+
+    dropped = arrived
+
+    def _left(self, n: int) -> None:
+        n = min(n, self.on_the_way)
+        self.on_the_way -= n
+        with self.engine._lock:
+            self.engine._coming -= n
+
+    def close(self) -> None:
+        self._left(self.on_the_way)
+        with self.engine._lock:
+            self.engine._admitted -= self.held
+        self.held = 0
