@@ -1,5 +1,6 @@
 """`visiontune serve`: a real uvicorn server on a free loopback port, real HTTP (httpx and raw sockets), a real
-browser for the upload page. Answers are checked against `load_learner(...).predict` on the same files."""
+browser for the upload page. Answers are checked against `load_learner(...).predict` on the same files (both on
+the CPU: a GPU's mixed precision would make them differ in the third decimal)."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def black_png(w: int, h: int) -> bytes:
 @pytest.fixture(scope="module")
 def server(model):
     """The default server (no key, no CORS), in a thread; a short batching window so concurrent clients batch."""
-    with vt.serve(model, port=0, background=True, max_wait_ms=50, max_bytes=MAX_BYTES, max_files=8) as s:
+    with vt.serve(model, port=0, background=True, device="cpu", max_wait_ms=50, max_bytes=MAX_BYTES, max_files=8) as s:
         yield s.wait_ready()
 
 
@@ -337,7 +338,7 @@ def test_wrong_requests_get_json_errors_and_the_server_keeps_answering(client, i
 
 def test_full_queue_answers_503_with_retry_after_and_a_slow_body_408(model, images):
     # room for one image, held by a client whose body is still arriving: the next request finds the server full
-    with vt.serve(model, port=0, background=True, queue_size=1, max_files=1, body_timeout_s=1.5) as s, \
+    with vt.serve(model, port=0, background=True, device="cpu", queue_size=1, max_files=1, body_timeout_s=1.5) as s, \
             httpx.Client(base_url=s.url, timeout=30) as c:
         s.wait_ready()
         slow = SlowUpload(s.url, images["red.png"].read_bytes())
@@ -357,7 +358,7 @@ def test_full_queue_answers_503_with_retry_after_and_a_slow_body_408(model, imag
 
 
 def test_a_lone_request_does_not_wait_for_a_batch_to_fill(model, images):
-    with vt.serve(model, port=0, background=True, max_wait_ms=2000) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+    with vt.serve(model, port=0, background=True, device="cpu", max_wait_ms=2000) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         s.wait_ready()
         post_files(c, [("red.png", images["red.png"])])
         t = time.perf_counter()
@@ -396,7 +397,7 @@ def test_cors_is_off_by_default(client):
 
 
 def test_api_key_is_required_when_set_and_cors_when_asked(model, images):
-    with vt.serve(model, port=0, background=True, api_key="s3cret-key", cors=("https://app.example",)) as s, \
+    with vt.serve(model, port=0, background=True, device="cpu", api_key="s3cret-key", cors=("https://app.example",)) as s, \
             httpx.Client(base_url=s.url, timeout=30) as c:
         s.wait_ready()
         red = [("red.png", images["red.png"])]
@@ -435,7 +436,7 @@ def test_multi_label_model_with_tta_answers_labels_over_threshold(tmp_path, imag
     learn.thresh = 0.4
     path = learn.export(tmp_path / "multi.vt")
     loaded = vt.load_learner(path, device="cpu")
-    with vt.serve(path, port=0, background=True, tta=True) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+    with vt.serve(path, port=0, background=True, device="cpu", tta=True) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         s.wait_ready()
         assert c.get("/info").json()["tta"] == {"n": 4, "beta": 0.25, "scale": 1.1}
         for name in ("red.png", "big.jpg"):
@@ -472,7 +473,8 @@ def _read_lines(stream, out: queue.Queue) -> None:
 
 @pytest.mark.slow
 def test_cli_serves_prints_its_url_and_sigterm_finishes_in_flight_then_exits_0(model, images, reference):
-    proc = subprocess.Popen([sys.executable, "-m", "visiontune", "serve", str(model), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "visiontune", "serve", str(model), "--port", "0",
+                             "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)

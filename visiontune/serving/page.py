@@ -121,17 +121,19 @@ function addFiles(files) {
   if (!list.length) return;
   total += list.length;
   $("status").textContent = done + " of " + total + " predicted";
+  const batch = document.createDocumentFragment();  // this batch in the order chosen, above earlier ones
   for (const file of list) {
     const card = el("article", "card"), img = el("img"), out = el("div", "out", "predicting\\u2026");
     img.alt = "";
     const url = URL.createObjectURL(file);
     img.src = url;
     img.addEventListener("load", () => URL.revokeObjectURL(url));
-    img.addEventListener("error", () => URL.revokeObjectURL(url));
+    img.addEventListener("error", () => { URL.revokeObjectURL(url); img.style.visibility = "hidden"; });
     card.append(img, el("p", "name", file.name), out);
-    $("results").prepend(card);
+    batch.append(card);
     pending.push([file, out]);
   }
+  $("results").prepend(batch);
   pump();
 }
 
