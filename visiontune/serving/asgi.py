@@ -19,7 +19,6 @@ from .config import ServeConfig, require_onnx_runtime, require_serve_extra
 from .engine import TTA_BETA, TTA_N, TTA_SCALE, Engine
 from .guard import BodyTimeout, BodyTooLarge, Guard, too_large_message
 from .images import ApiError
-from .metrics import ServeMetrics
 from .page import PAGE, PAGE_HEADERS
 from .responses import Error, Prediction, Predictions, prediction
 from .uploads import read_uploads
@@ -57,6 +56,7 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None,
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 
     if config is not None and options:
         raise TypeError("pass either a ServeConfig or its fields as keywords, not both")
@@ -64,11 +64,8 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None,
     if cfg.backend == "onnx":
         require_onnx_runtime()
     model = ModelFile.open(model_path)
-    metrics = ServeMetrics()
-    engine = Engine(model, cfg, metrics, on_ready=on_ready, on_fatal=on_fatal)
-    metrics.gauges[0].read = lambda: engine.queue_depth
-    metrics.gauges[1].read = lambda: engine.admitted
-    metrics.gauges[2].read = lambda: float(engine.ready.is_set())
+    engine = Engine(model, cfg, on_ready=on_ready, on_fatal=on_fatal)
+    metrics = engine.metrics
     pool = ThreadPoolExecutor(cfg.pool_size(), thread_name_prefix="visiontune-decode")
     classes = list(model.data.classes)
 
@@ -120,9 +117,12 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None,
                  for err in e.errors()]
         return JSONResponse({"error": "invalid_request", "detail": "; ".join(parts)[:500]}, 422)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, e: ClientDisconnect):  # nobody is left to read it; counted, not logged
+        return error(ApiError(400, "client_disconnected", "The client went away before its body arrived."))
+
     @app.exception_handler(Exception)
-    async def _crash(request: Request, e: Exception):
-        log.exception("visiontune serve: unexpected error on %s %s", request.method, request.url.path)
+    async def _crash(request: Request, e: Exception):  # Starlette re-raises it afterwards: uvicorn logs the traceback
         return JSONResponse({"error": "internal_error", "detail": f"The server failed on this request "
                              f"({type(e).__name__}); it keeps running. The log has the details."}, 500)
 

@@ -45,7 +45,8 @@ class Engine:
                  on_ready: Callable[["Engine"], None] | None = None,
                  on_fatal: Callable[["Engine"], None] | None = None):
         self.model, self.cfg = model, cfg
-        self.metrics = metrics or ServeMetrics()
+        self.metrics = metrics or ServeMetrics(queue_depth=lambda: self._queued, admitted=lambda: self._admitted,
+                                               ready=lambda: float(self.ready.is_set()))
         tta = TTAViews(model.data.size, TTA_N, TTA_SCALE, model.data.aug) if cfg.tta else None
         self.spec = ImageSpec(model.data.size, model.data.presize, tta)
         self.ready = threading.Event()
