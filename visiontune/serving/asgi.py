@@ -191,7 +191,6 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None,
             return ApiError(503, "model_failed", f"The model could not be loaded: {engine.error}")
         if engine.stopping:
             return ApiError(503, "stopping", "The server is shutting down.", {"Retry-After": "1"})
-        engine.start()  # an app mounted inside another one may never get its lifespan: start on first use
         return ApiError(503, "not_ready", "The model is still loading; try again in a moment.", {"Retry-After": "1"})
 
     def overloaded() -> ApiError:
@@ -226,7 +225,7 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None,
         return 200, prediction(probs, classes, k, model.is_multi_label, model.thresh, upload.filename), None
 
     app.add_middleware(Guard, api_key=cfg.api_key, max_bytes=cfg.max_bytes, body_timeout_s=cfg.body_timeout_s,
-                       metrics=metrics)
+                       metrics=metrics, on_request=engine.start)
     if cfg.cors:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -90,6 +90,8 @@ class Engine:
     # ---------------------------------------------------------------- the queue
     def start(self) -> None:
         """Start the worker (once): it loads the model in the background, so /health answers meanwhile."""
+        if self._thread is not None or self.stopping:  # every request asks: the common answer without the lock
+            return
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="visiontune-model", daemon=True)

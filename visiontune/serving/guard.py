@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import time
+from typing import Callable
 
 from .metrics import ServeMetrics
 
@@ -46,8 +47,10 @@ class Guard:
     """ASGI middleware: `api_key` (None: open) checked in constant time on every endpoint but the page, the
     health checks and the schema; `max_bytes` per body; `body_timeout_s` to receive it; counts every answer."""
 
-    def __init__(self, app, *, api_key: str | None, max_bytes: int, body_timeout_s: float, metrics: ServeMetrics):
+    def __init__(self, app, *, api_key: str | None, max_bytes: int, body_timeout_s: float, metrics: ServeMetrics,
+                 on_request: Callable[[], None] = lambda: None):
         self.app, self.max_bytes, self.body_timeout_s, self.metrics = app, max_bytes, body_timeout_s, metrics
+        self.on_request = on_request
         self._key = api_key.encode() if api_key else None
 
     def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
@@ -64,6 +67,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        self.on_request()
         route = _route(scope)
         endpoint = route if route in ENDPOINTS else "other"
         status = [0]
