@@ -154,6 +154,8 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
         _say(f"{model.path.name}: {model.arch}, {len(model.data.classes)} classes, size {model.data.size}; max batch "
              f"{cfg.max_batch}, max wait {cfg.max_wait_ms:g} ms{', TTA' if cfg.tta else ''}")
         _say(f"listening on {url}  (open it in a browser, or: curl -F file=@cat.jpg {url}/predict)")
+        if cfg.host in ("0.0.0.0", "::"):
+            _say(f"on every network interface: other machines use http://{socket.gethostname()}:{url.rsplit(':', 1)[1]}")
         if not is_loopback(cfg.host) and cfg.api_key is None:
             _say(f"warning: listening on {cfg.host} without an API key: anyone who can reach this machine can use "
                  f"the model. Pass --api-key KEY (or set {API_KEY_ENV}).")
