@@ -334,6 +334,8 @@ def test_wrong_requests_get_json_errors_and_the_server_keeps_answering(client, i
     assert [p["status"] for p in only_bad.json()["predictions"]] == [415, 422]
     assert client.get("/health").status_code == 200 and client.get("/ready").json()["ready"] is True
     assert post_files(client, [("red.png", images["red.png"])]).status_code == 200
+    m = client.get("/metrics").text  # every refused or failed request gave its room back: nothing leaks
+    assert metric(m, "visiontune_admitted_images") == 0 and metric(m, "visiontune_queue_depth") == 0
 
 
 def test_full_queue_answers_503_with_retry_after_and_a_slow_body_408(model, images):

@@ -66,12 +66,15 @@ class Engine:
     def admit(self, n: int = 1) -> "Ticket | None":
         """Room for `n` images (a Ticket to give back when the request ends); None when the server already
         holds `queue_size`. Admitted images count as on their way to the model until submitted or dropped."""
+        return Ticket(self, n) if self._reserve(n) else None
+
+    def _reserve(self, n: int) -> bool:
         with self._lock:
             if self._admitted + n > self.cfg.queue_size:
-                return None
+                return False
             self._admitted += n
             self._coming += n
-        return Ticket(self, n)
+            return True
 
     @property
     def admitted(self) -> int:
@@ -204,12 +207,8 @@ class Ticket:
         self.engine, self.held, self.on_the_way = engine, n, n
 
     def grow(self, n: int) -> bool:
-        e = self.engine
-        with e._lock:
-            if e._admitted + n > e.cfg.queue_size:
-                return False
-            e._admitted += n
-            e._coming += n
+        if not self.engine._reserve(n):
+            return False
         self.held += n
         self.on_the_way += n
         return True
