@@ -368,6 +368,31 @@ def test_a_lone_request_does_not_wait_for_a_batch_to_fill(model, images):
         assert time.perf_counter() - t < 1.8  # nothing else was on its way: no 2 s wait for company
 
 
+def test_requests_whose_clients_left_are_not_computed(model, images):
+    """Clients that hang up while their images wait for the model free the model: those images are skipped."""
+    png = images["big.jpg"].read_bytes()
+    n = 32
+    with vt.serve(model, port=0, background=True, device="cpu", max_batch=1) as s, \
+            httpx.Client(base_url=s.url, timeout=30) as c:
+        s.wait_ready()
+        u = urlparse(s.url)
+        socks = [socket.create_connection((u.hostname, u.port)) for _ in range(n)]
+        for sock in socks:
+            sock.sendall((f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                          f"Content-Length: {len(png)}\r\n\r\n").encode() + png)
+        time.sleep(0.05)
+        for sock in socks:
+            sock.close()  # every client gives up while most images still wait in the queue
+        deadline = time.monotonic() + 30
+        while metric(m := c.get("/metrics").text, "visiontune_admitted_images") > 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        computed = metric(m, "visiontune_batch_size_sum")
+        left = metric(m, 'visiontune_images_total{outcome="client_disconnected"}')
+        assert left >= 1 and computed + left >= n and computed < n
+        assert post_files(c, [("red.png", images["red.png"])]).status_code == 200
+
+
 # ---------------------------------------------------------------------------- endpoints and security
 def test_info_health_metrics_and_schema(client, model, reference):
     info = client.get("/info").json()

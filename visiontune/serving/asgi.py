@@ -43,6 +43,12 @@ ERRORS = {s: {"model": Error, "description": d} for s, d in (
     (503, "Not ready yet, shutting down, or the queue is full (see Retry-After)"))}
 
 
+async def disconnected(receive) -> None:
+    """Return when the client has closed the connection (call after the request body has been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None, *,
                on_ready: Callable[[Engine], None] | None = None, on_fatal: Callable[[Engine], None] | None = None,
                **options):
@@ -172,7 +178,8 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None,
             uploads = await read_uploads(request, cfg.max_files)
             if len(uploads) > 1 and not ticket.grow(len(uploads) - 1):
                 raise overloaded()
-            results = await asyncio.gather(*(predict_one(u, k, ticket) for u in uploads))
+            work = asyncio.gather(*(predict_one(u, k, ticket) for u in uploads))
+            results = await unless_client_leaves(request, work)
         finally:
             ticket.close()
         if len(uploads) == 1:
@@ -185,6 +192,21 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig | None = None,
         status, first = failed[0]
         return JSONResponse({"error": first["error"], "detail": f"None of the {len(results)} files could be "
                              f"predicted; the first: {first['detail']}", "predictions": items}, status)
+
+    async def unless_client_leaves(request: Request, work):
+        """`work`'s result; if the client disconnects first, its images still queued are cancelled (the worker
+        skips them), so a crowd of clients that gave up does not keep the model busy."""
+        work = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(disconnected(request.receive))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not work.done():
+            work.cancel()
+            metrics.images.inc("client_disconnected")
+            raise ApiError(499, "client_disconnected", "The client went away before its answer was ready.")
+        return work.result()
 
     def not_ready() -> ApiError:
         if engine.error is not None:
