@@ -49,6 +49,7 @@ class Engine:
                                                ready=lambda: float(self.ready.is_set()))
         tta = TTAViews(model.data.size, TTA_N, TTA_SCALE, model.data.aug) if cfg.tta else None
         self.spec = ImageSpec(model.data.size, model.data.presize, tta)
+        self.threads = cfg.threads or torch.get_num_threads()  # read here: decode threads lower the global for a moment
         self.ready = threading.Event()
         self.error: str | None = None
         self.stopping = False
@@ -140,9 +141,9 @@ class Engine:
                 return
 
     def _load(self) -> Backend:
-        if self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)
-        backend, self.facts = build_backend(self.model, self.cfg.backend, self.cfg.device, self.cfg.threads)
+        torch.set_num_threads(self.threads)  # this thread's own count, whatever another thread sets later
+        backend, facts = build_backend(self.model, self.cfg.backend, self.cfg.device, self.threads)
+        self.facts = {**facts, "threads": self.threads, "decode_threads": self.cfg.pool_size()}
         t = time.perf_counter()
         if self.cfg.warmup:  # the first request should not pay for lazy initialization or new batch shapes
             s = self.spec.size

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.dataset import single_thread
 from ..data.decode import ImageDecodeError, decode_image
 from ..data.transforms import pil_to_uint8, valid_transform
 from ..infer.tta import TTAViews
@@ -58,8 +59,9 @@ class ImageSpec:
             pil = decode_image(data, name, min_size=self.presize, max_pixels=max_pixels)
         except ImageDecodeError as e:
             raise upload_error(e, name, data) from None
-        x = pil_to_uint8(pil, self.presize)
-        return self.tta(x) if self.tta is not None else valid_transform(self.size)(x)[None]
+        with single_thread():  # per-image ops: a thread pool of their own would fight the model's for the cores
+            x = pil_to_uint8(pil, self.presize)
+            return self.tta(x) if self.tta is not None else valid_transform(self.size)(x)[None]
 
 
 def upload_error(e: ImageDecodeError, name: str, data: bytes) -> ApiError:
