@@ -94,6 +94,9 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
+STARTED: list["Server"] = []  # stopped at exit, however the bench ends
+
+
 class Server:
     """`python -m visiontune serve MODEL --port 0 ARGS` in a subprocess; `url` from the line it prints."""
 
@@ -102,6 +105,7 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.proc = subprocess.Popen([sys.executable, "-m", "visiontune", "serve", str(model), "--port", "0", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        STARTED.append(self)
         self.url = None
         for line in self.proc.stdout:
             m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
@@ -401,5 +405,15 @@ def load_rounds(a, servers: dict, bodies: list, bare: BareLoop) -> tuple[dict, d
     return summary, runs
 
 
+def stop_all() -> None:
+    for s in STARTED:
+        if s.proc.poll() is None:
+            s.proc.kill()  # a bench that is being stopped does not wait for a graceful drain
+
+
 if __name__ == "__main__":
-    main()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        main()
+    finally:
+        stop_all()
