@@ -3,7 +3,8 @@
 in-process batched loop it is compared with, peak memory, and memory after a soak of good and hostile uploads.
 
     python bench/serve.py [--out DIR] [--model model.vt] [--rounds 3] [--seconds 8] [--clients 1,8,32]
-                          [--soak 5000] [--soak-seconds 300] [--threads N] [--wait-quiet 0]
+                          [--soak 5000] [--soak-seconds 300] [--threads N] [--also-threads N]
+                          [--bare-passes 2] [--wait-quiet 0]
 
 Data: dogscats photos from /work/shared/data/dogscats (laid out once under OUT/dogscats by
 /work/shared/bench/make_dogscats.py: 80 train + 40 valid photos per class and 60 test photos, copies).
@@ -16,8 +17,9 @@ server gets --seconds of closed-loop load (every client sends its next photo as 
 keep-alive connections; multipart uploads of the JPEG files as they are); the order of the two servers
 alternates between rounds, and the bare loop runs once per round: `TorchBackend` (the server's own forward:
 normalize + model under inference_mode) over the same photos, decoded beforehand exactly as the server decodes
-them, in batches of 32. Figures are medians over rounds; the CPU used by other processes during each
-measurement is recorded (the machine may be shared).
+them, in batches of 32 (and of 1: how much batching can gain at all on this CPU). `--also-threads N` adds a
+third server, batched with `--threads N`. Figures are medians over rounds; the CPU used by other processes
+during each measurement is recorded (the machine may be shared).
 
 Soak: --soak requests (or --soak-seconds, whichever ends first) from 8 clients against the batched server,
 mixing good photos (single and several per request) with hostile uploads (declared-oversize body, truncated
@@ -235,11 +237,12 @@ class BareLoop:
         self.backend, self.bs = TorchBackend(vt.load_learner(model, device="cpu")), bs
         self.backend(self.x[:bs])  # warm-up, as the server's
 
-    def img_s(self, passes: int = 3) -> float:
+    def img_s(self, passes: int = 3, bs: int | None = None) -> float:
+        bs = bs or self.bs
         t = time.perf_counter()
         for _ in range(passes):
-            for i in range(0, len(self.x), self.bs):
-                self.backend(self.x[i:i + self.bs])
+            for i in range(0, len(self.x), bs):
+                self.backend(self.x[i:i + bs])
         return round(passes * len(self.x) / (time.perf_counter() - t), 2)
 
 
@@ -332,6 +335,7 @@ def main() -> None:
     p.add_argument("--soak", type=int, default=5000)
     p.add_argument("--soak-seconds", type=float, default=300.0)
     p.add_argument("--threads", type=int, help="--threads for both servers (default: the library's)")
+    p.add_argument("--also-threads", type=int, help="also run a third server, batched with --threads N")
     p.add_argument("--bare-passes", type=int, default=2, help="passes over the photos per bare-loop measurement")
     p.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this long for an idle machine first")
     a = p.parse_args()
@@ -352,10 +356,15 @@ def main() -> None:
     servers = {"batched": Server("batched", model, ["--max-batch", "32", "--max-wait-ms", "10", *extra])}
     if a.rounds:
         servers["unbatched"] = Server("unbatched", model, ["--max-batch", "1", *extra])
+    if a.rounds and a.also_threads:
+        servers[f"batched_t{a.also_threads}"] = Server(f"batched_t{a.also_threads}", model, [
+            "--max-batch", "32", "--max-wait-ms", "10", "--threads", str(a.also_threads)])
     log(f"servers ready: {', '.join(f'{k} {s.url}' for k, s in servers.items())}")
     if a.rounds:
         result["summary"], result["runs"] = load_rounds(a, servers, bodies, BareLoop(model, photos))
-        servers["unbatched"].stop()
+        for name in servers:
+            if name != "batched":
+                servers[name].stop()
     if a.soak:
         log(f"soak: {a.soak} requests (at most {a.soak_seconds:g} s) against the batched server")
         with Foreign([servers["batched"].pid]) as f:
@@ -374,13 +383,14 @@ def main() -> None:
 def load_rounds(a, servers: dict, bodies: list, bare: BareLoop) -> tuple[dict, dict]:
     """Interleaved rounds: the bare loop, then each client count against both servers (order alternating)."""
     clients = [int(c) for c in a.clients.split(",")]
-    runs: dict = {"bare_img_s": [], "bare_foreign_cpu": []}
+    runs: dict = {"bare_img_s": [], "bare_foreign_cpu": [], "bare_bs1_img_s": [], "bare_bs1_foreign_cpu": []}
     for r in range(a.rounds):
-        with Foreign([s.pid for s in servers.values()]) as f:
-            runs["bare_img_s"].append(bare.img_s(a.bare_passes))
-        runs["bare_foreign_cpu"].append(f.foreign_cpu)
-        log(f"round {r + 1}: bare loop {runs['bare_img_s'][-1]} img/s (foreign CPU {f.foreign_cpu})")
-        order = list(servers) if r % 2 == 0 else list(reversed(servers))
+        for key, bs in (("bare", 32), ("bare_bs1", 1)):
+            with Foreign([s.pid for s in servers.values()]) as f:
+                runs[f"{key}_img_s"].append(bare.img_s(a.bare_passes, bs))
+            runs[f"{key}_foreign_cpu"].append(f.foreign_cpu)
+            log(f"round {r + 1}: {key} loop {runs[f'{key}_img_s'][-1]} img/s (foreign CPU {f.foreign_cpu})")
+        order = list(servers) if r % 2 == 0 else list(reversed(servers))  # A B (C) then (C) B A
         for c in clients:
             for name in order:
                 closed_loop(servers[name].port, bodies[:8], min(c, 8), 1.0, 50)  # a moment to settle
@@ -391,7 +401,7 @@ def load_rounds(a, servers: dict, bodies: list, bare: BareLoop) -> tuple[dict, d
                 log(f"round {r + 1}: {name:9s} {c:2d} clients: {m['img_s']:7.2f} img/s, p50 {m['p50_ms']} ms, "
                     f"p99 {m['p99_ms']} ms (foreign CPU {f.foreign_cpu}) {m['statuses']}")
     med = lambda xs: round(statistics.median(xs), 2)  # noqa: E731
-    summary: dict = {"bare_img_s": med(runs["bare_img_s"])}
+    summary: dict = {"bare_img_s": med(runs["bare_img_s"]), "bare_bs1_img_s": med(runs["bare_bs1_img_s"])}
     for c in clients:
         for name in servers:
             ms = runs[f"{name}_c{c}"]
@@ -400,6 +410,10 @@ def load_rounds(a, servers: dict, bodies: list, bare: BareLoop) -> tuple[dict, d
                                                         zip(runs[f"batched_c{c}"], runs[f"unbatched_c{c}"])])
         summary[f"batched_over_bare_c{c}"] = med([b["img_s"] / ceiling for b, ceiling in
                                                    zip(runs[f"batched_c{c}"], runs["bare_img_s"])])
+        for name in servers:
+            if name.startswith("batched_t"):
+                summary[f"{name}_over_batched_c{c}"] = med([t["img_s"] / b["img_s"] for t, b in
+                                                            zip(runs[f"{name}_c{c}"], runs[f"batched_c{c}"])])
     summary["peak_rss_mb_before_soak"] = {k: rss_mb(s.pid, "VmHWM") for k, s in servers.items()}
     log(json.dumps(summary, indent=1))
     return summary, runs
