@@ -360,8 +360,13 @@ def main() -> None:
         servers[f"batched_t{a.also_threads}"] = Server(f"batched_t{a.also_threads}", model, [
             "--max-batch", "32", "--max-wait-ms", "10", "--threads", str(a.also_threads)])
     log(f"servers ready: {', '.join(f'{k} {s.url}' for k, s in servers.items())}")
+    out = a.out / f"serve-{datetime.now():%Y%m%d-%H%M%S}.json"
+
+    def save(runs: dict) -> None:
+        out.write_text(json.dumps({**result, "runs": runs, "partial": True}) + "\n")
+
     if a.rounds:
-        result["summary"], result["runs"] = load_rounds(a, servers, bodies, BareLoop(model, photos))
+        result["summary"], result["runs"] = load_rounds(a, servers, bodies, BareLoop(model, photos), save)
         for name in servers:
             if name != "batched":
                 servers[name].stop()
@@ -374,14 +379,14 @@ def main() -> None:
         log(json.dumps({k: v for k, v in result["soak"].items() if k != "by_kind_status"}))
     result["exit_codes_after_sigterm"] = {k: s.stop() if s.proc.poll() is None else s.proc.returncode
                                           for k, s in servers.items()}
-    out = a.out / f"serve-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps(result) + "\n")
     print(json.dumps(result))
     log(f"wrote {out}")
 
 
-def load_rounds(a, servers: dict, bodies: list, bare: BareLoop) -> tuple[dict, dict]:
-    """Interleaved rounds: the bare loop, then each client count against both servers (order alternating)."""
+def load_rounds(a, servers: dict, bodies: list, bare: BareLoop, save=lambda runs: None) -> tuple[dict, dict]:
+    """Interleaved rounds: the bare loop, then each client count against every server (order alternating).
+    `save(runs)` after each round, so a bench stopped early keeps what it measured."""
     clients = [int(c) for c in a.clients.split(",")]
     runs: dict = {"bare_img_s": [], "bare_foreign_cpu": [], "bare_bs1_img_s": [], "bare_bs1_foreign_cpu": []}
     for r in range(a.rounds):
@@ -398,25 +403,47 @@ def load_rounds(a, servers: dict, bodies: list, bare: BareLoop) -> tuple[dict, d
                     m = closed_loop(servers[name].port, bodies, c, a.seconds, a.max_requests)
                 m["foreign_cpu"] = f.foreign_cpu
                 runs.setdefault(f"{name}_c{c}", []).append(m)
-                log(f"round {r + 1}: {name:9s} {c:2d} clients: {m['img_s']:7.2f} img/s, p50 {m['p50_ms']} ms, "
+                log(f"round {r + 1}: {name:10s} {c:2d} clients: {m['img_s']:7.2f} img/s, p50 {m['p50_ms']} ms, "
                     f"p99 {m['p99_ms']} ms (foreign CPU {f.foreign_cpu}) {m['statuses']}")
-    med = lambda xs: round(statistics.median(xs), 2)  # noqa: E731
-    summary: dict = {"bare_img_s": med(runs["bare_img_s"]), "bare_bs1_img_s": med(runs["bare_bs1_img_s"])}
-    for c in clients:
-        for name in servers:
-            ms = runs[f"{name}_c{c}"]
-            summary[f"{name}_c{c}"] = {k: med([m[k] for m in ms]) for k in ("img_s", "p50_ms", "p99_ms")}
-        summary[f"batched_over_unbatched_c{c}"] = med([b["img_s"] / u["img_s"] for b, u in
-                                                        zip(runs[f"batched_c{c}"], runs[f"unbatched_c{c}"])])
-        summary[f"batched_over_bare_c{c}"] = med([b["img_s"] / ceiling for b, ceiling in
-                                                   zip(runs[f"batched_c{c}"], runs["bare_img_s"])])
-        for name in servers:
-            if name.startswith("batched_t"):
-                summary[f"{name}_over_batched_c{c}"] = med([t["img_s"] / b["img_s"] for t, b in
-                                                            zip(runs[f"{name}_c{c}"], runs[f"batched_c{c}"])])
-    summary["peak_rss_mb_before_soak"] = {k: rss_mb(s.pid, "VmHWM") for k, s in servers.items()}
+        save(runs)
+    rounds = range(a.rounds)
+    quiet = [r for r in rounds if round_foreign(runs, r) < QUIET]
+    summary = {"all_rounds": summarize(runs, list(rounds), servers, clients),
+               f"quiet_rounds (foreign CPU < {QUIET} in every measurement)": summarize(runs, quiet, servers, clients),
+               "quiet_rounds": [r + 1 for r in quiet],
+               "peak_rss_mb": {k: rss_mb(s.pid, "VmHWM") for k, s in servers.items()}}
     log(json.dumps(summary, indent=1))
     return summary, runs
+
+
+QUIET = 0.1
+
+
+def round_foreign(runs: dict, r: int) -> float:
+    """The most foreign CPU seen in any measurement of round r."""
+    bare = [v[r] for k, v in runs.items() if k.endswith("_foreign_cpu")]
+    return max(bare + [v[r]["foreign_cpu"] for v in runs.values() if isinstance(v[r], dict)])
+
+
+def summarize(runs: dict, rounds: list[int], servers: dict, clients: list[int]) -> dict:
+    """Medians over `rounds` of every figure, and of the per-round ratios (side by side in one round)."""
+    if not rounds:
+        return {}
+    med = lambda xs: round(statistics.median(xs), 2)  # noqa: E731
+    pick = lambda key: [runs[key][r] for r in rounds]  # noqa: E731
+    out: dict = {"rounds": len(rounds), "bare_img_s": med(pick("bare_img_s")),
+                 "bare_bs1_img_s": med(pick("bare_bs1_img_s"))}
+    for c in clients:
+        for name in servers:
+            out[f"{name}_c{c}"] = {k: med([m[k] for m in pick(f"{name}_c{c}")]) for k in ("img_s", "p50_ms", "p99_ms")}
+        b = pick(f"batched_c{c}")
+        if "unbatched" in servers:
+            out[f"batched_over_unbatched_c{c}"] = med([x["img_s"] / u["img_s"] for x, u in zip(b, pick(f"unbatched_c{c}"))])
+        out[f"batched_over_bare_c{c}"] = med([x["img_s"] / y for x, y in zip(b, pick("bare_img_s"))])
+        for name in servers:
+            if name.startswith("batched_t"):
+                out[f"{name}_over_batched_c{c}"] = med([t["img_s"] / x["img_s"] for t, x in zip(pick(f"{name}_c{c}"), b)])
+    return out
 
 
 def stop_all() -> None:

@@ -402,6 +402,9 @@ def test_info_health_metrics_and_schema(client, model, reference):
     assert info["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert info["model_file"] == "model.vt" and str(model.parent) not in json.dumps(info)  # no paths
     assert "api_key" not in info["settings"]
+    from visiontune.serving.config import available_cpus
+
+    assert info["threads"] == min(torch.get_num_threads(), available_cpus()) and info["decode_threads"] >= 1
     assert client.get("/health").json() == {"status": "ok"}
     m = client.get("/metrics")
     assert m.headers["content-type"].startswith("text/plain; version=0.0.4")

@@ -6,6 +6,7 @@ import ipaddress
 import math
 import os
 import re
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 
 from .._core.errors import ConfigError, bad_value, did_you_mean
@@ -118,11 +119,40 @@ class ServeConfig:
 
     def pool_size(self) -> int:
         """Threads that decode uploads: `decode_threads`, else up to 4 (decoding releases the GIL)."""
-        return self.decode_threads or max(1, min(4, os.cpu_count() or 1))
+        return self.decode_threads or min(4, available_cpus())
 
     def public(self) -> dict:
         """The settings safe to show a client (/info): everything but the API key."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("api_key", "host", "port")}
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a container's --cpus), which
+    os.cpu_count() and torch's default thread count do not see."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(n, math.ceil(quota))) if quota else max(1, n)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us / cpu.cfs_period_us`, in CPUs; None when unlimited or unknown."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return quota / period
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _positive_int(name: str, value) -> None:
