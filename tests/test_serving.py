@@ -404,7 +404,7 @@ def test_info_health_metrics_and_schema(client, model, reference):
     assert "api_key" not in info["settings"]
     from visiontune.serving.config import available_cpus
 
-    assert info["threads"] == min(torch.get_num_threads(), available_cpus()) and info["decode_threads"] >= 1
+    assert info["threads"] == max(1, min(torch.get_num_threads(), available_cpus() - 1)) and info["decode_threads"] >= 1
     assert client.get("/health").json() == {"status": "ok"}
     m = client.get("/metrics")
     assert m.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -660,6 +660,7 @@ def test_upload_page_in_headless_chromium_shows_labels_as_text(server, images, r
             lambda d: d.find_element(By.ID, "status").text == "3 of 3 predicted")
         cards = driver.find_elements(By.CSS_SELECTOR, "#results .card")
         assert len(cards) == 3
+        assert [c.find_element(By.CSS_SELECTOR, ".name").text for c in cards] == [f.name for f in files]  # in order
         by_name = {c.find_element(By.CSS_SELECTOR, ".name").text: c for c in cards}
         for f in files[:2]:
             card = by_name[f.name]
@@ -668,9 +669,25 @@ def test_upload_page_in_headless_chromium_shows_labels_as_text(server, images, r
             bars = [b.text for b in card.find_elements(By.CSS_SELECTOR, ".bar .text")]
             assert sorted(bars) == sorted(CLASSES)  # the hostile class name, shown as the text it is
         assert "not an image" in by_name["text.jpg"].find_element(By.CSS_SELECTOR, ".error").text
-        # nothing from a class name became markup or ran: the only images are the three thumbnails
+        # dropping a photo on the page works like choosing it (a PNG drawn in the page, dropped as a File)
+        driver.execute_async_script("""
+            const done = arguments[arguments.length - 1], c = document.createElement("canvas");
+            c.width = 40; c.height = 32;
+            const g = c.getContext("2d"); g.fillStyle = "rgb(200, 40, 40)"; g.fillRect(0, 0, 40, 32);
+            c.toBlob((blob) => {
+              const dt = new DataTransfer();
+              dt.items.add(new File([blob], "dropped.png", {type: "image/png"}));
+              document.getElementById("drop").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+              done();
+            }, "image/png");""")
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "status").text == "4 of 4 predicted")
+        dropped = driver.find_element(By.CSS_SELECTOR, "#results .card")  # the newest batch comes first
+        assert dropped.find_element(By.CSS_SELECTOR, ".name").text == "dropped.png"
+        assert dropped.find_element(By.CSS_SELECTOR, ".label").text in CLASSES
+        # nothing from a class name became markup or ran: the only images are the four thumbnails
         assert driver.execute_script("return window.__xss === undefined")
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#results img")) == 3
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#results img")) == 4
         assert driver.execute_script("return document.querySelectorAll('#results .bar img').length") == 0
     finally:
         driver.quit()

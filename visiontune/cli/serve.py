@@ -30,8 +30,9 @@ def serve(
                              "the compute per image."),
     backend: str = typer.Option("torch", help="torch, or onnx (onnxruntime on the model's ONNX export, made once "
                                 "and cached; needs visiontune[onnx])."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model (default: the "
-                                          "library's, one per core)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model (default: one less "
+                                          "than the CPUs available, at least 1: the spare core decodes uploads, and "
+                                          "the model stays fast when another process is busy)."),
     decode_threads: Optional[int] = typer.Option(None, "--decode-threads", help="Threads that decode uploads "
                                                  "(default: up to 4)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps for --backend torch (default: best "

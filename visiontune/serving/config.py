@@ -117,6 +117,13 @@ class ServeConfig:
     def max_wait_s(self) -> float:
         return self.max_wait_ms / 1000.0
 
+    def model_threads(self, library_default: int) -> int:
+        """CPU threads for the model: `threads`, else one less than the CPUs this process may use (at least 1, at
+        most torch's default). The core left over decodes uploads and runs the HTTP loop, and keeps the model's
+        threads from waiting on each other when another process takes a core: on the 2-core bench, all cores
+        were 1.15-1.4x faster on a quiet machine but 5-40x slower next to one busy process (BENCHMARKS.md)."""
+        return self.threads or max(1, min(library_default, available_cpus() - 1))
+
     def pool_size(self) -> int:
         """Threads that decode uploads: `decode_threads`, else up to 4 (decoding releases the GIL)."""
         return self.decode_threads or min(4, available_cpus())

@@ -20,7 +20,7 @@ import torch
 
 from ..infer.tta import TTAViews
 from .backends import Backend, ModelFile, build_backend
-from .config import ServeConfig, available_cpus
+from .config import ServeConfig
 from .images import ApiError, ImageSpec
 from .metrics import ServeMetrics
 
@@ -49,8 +49,7 @@ class Engine:
                                                ready=lambda: float(self.ready.is_set()))
         tta = TTAViews(model.data.size, TTA_N, TTA_SCALE, model.data.aug) if cfg.tta else None
         self.spec = ImageSpec(model.data.size, model.data.presize, tta)
-        # read here, once: decode threads lower torch's global count for a moment; a container's quota caps it
-        self.threads = cfg.threads or min(torch.get_num_threads(), available_cpus())
+        self.threads = cfg.model_threads(torch.get_num_threads())  # read once, here: decode threads lower the global
         self.ready = threading.Event()
         self.error: str | None = None
         self.stopping = False
