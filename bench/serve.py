@@ -18,7 +18,7 @@ keep-alive connections; multipart uploads of the JPEG files as they are); the or
 alternates between rounds, and the bare loop runs once per round: `TorchBackend` (the server's own forward:
 normalize + model under inference_mode) over the same photos, decoded beforehand exactly as the server decodes
 them, in batches of 32 (and of 1: how much batching can gain at all on this CPU). `--also-threads N` adds a
-third server, batched with `--threads N`. Figures are medians over rounds; the CPU used by other processes
+server batched with `--threads N`, and `--also-passive` that one again with OMP_WAIT_POLICY=PASSIVE. Figures are medians over rounds; the CPU used by other processes
 during each measurement is recorded (the machine may be shared).
 
 Soak: --soak requests (or --soak-seconds, whichever ends first) from 8 clients against the batched server,
@@ -102,9 +102,9 @@ STARTED: list["Server"] = []  # stopped at exit, however the bench ends
 class Server:
     """`python -m visiontune serve MODEL --port 0 ARGS` in a subprocess; `url` from the line it prints."""
 
-    def __init__(self, name: str, model: Path, args: list[str]):
+    def __init__(self, name: str, model: Path, args: list[str], env: dict | None = None):
         self.name = name
-        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.proc = subprocess.Popen([sys.executable, "-m", "visiontune", "serve", str(model), "--port", "0", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         STARTED.append(self)
@@ -338,7 +338,9 @@ def main() -> None:
     p.add_argument("--soak", type=int, default=5000)
     p.add_argument("--soak-seconds", type=float, default=300.0)
     p.add_argument("--threads", type=int, help="--threads for both servers (default: the library's)")
-    p.add_argument("--also-threads", type=int, help="also run a third server, batched with --threads N")
+    p.add_argument("--also-threads", type=int, help="also run a server batched with --threads N")
+    p.add_argument("--also-passive", action="store_true", help="and that one again with OMP_WAIT_POLICY=PASSIVE "
+                   "(OpenMP threads sleep at barriers instead of spinning)")
     p.add_argument("--bare-passes", type=int, default=2, help="passes over the photos per bare-loop measurement")
     p.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this long for an idle machine first")
     a = p.parse_args()
@@ -360,8 +362,11 @@ def main() -> None:
     if a.rounds:
         servers["unbatched"] = Server("unbatched", model, ["--max-batch", "1", *extra])
     if a.rounds and a.also_threads:
-        servers[f"batched_t{a.also_threads}"] = Server(f"batched_t{a.also_threads}", model, [
-            "--max-batch", "32", "--max-wait-ms", "10", "--threads", str(a.also_threads)])
+        args = ["--max-batch", "32", "--max-wait-ms", "10", "--threads", str(a.also_threads)]
+        servers[f"batched_t{a.also_threads}"] = Server(f"batched_t{a.also_threads}", model, args)
+        if a.also_passive:
+            servers[f"batched_t{a.also_threads}_passive"] = Server(f"batched_t{a.also_threads}_passive", model, args,
+                                                                   {"OMP_WAIT_POLICY": "PASSIVE"})
     log(f"servers ready: {', '.join(f'{k} {s.url}' for k, s in servers.items())}")
     out = a.out / f"serve-{datetime.now():%Y%m%d-%H%M%S}.json"
 
@@ -406,7 +411,7 @@ def load_rounds(a, servers: dict, bodies: list, bare: BareLoop, save=lambda runs
                     m = closed_loop(servers[name].port, bodies, c, a.seconds, a.max_requests)
                 m["foreign_cpu"] = f.foreign_cpu
                 runs.setdefault(f"{name}_c{c}", []).append(m)
-                log(f"round {r + 1}: {name:10s} {c:2d} clients: {m['img_s']:7.2f} img/s, p50 {m['p50_ms']} ms, "
+                log(f"round {r + 1}: {name:18s} {c:2d} clients: {m['img_s']:7.2f} img/s, p50 {m['p50_ms']} ms, "
                     f"p99 {m['p99_ms']} ms (foreign CPU {f.foreign_cpu}) {m['statuses']}")
         save(runs)
     rounds = range(a.rounds)
