@@ -11,15 +11,18 @@ Data: dogscats photos from /work/shared/data/dogscats (laid out once under OUT/d
 Without --model, a quick model is trained at size 224 on them (embedded Lite0, 4 epochs of the head on
 precomputed activations) and exported to OUT/model.vt. The photos served are the 80 valid + 60 test ones.
 
-Two servers run side by side as `python -m visiontune serve` subprocesses: "batched" (--max-batch 32
---max-wait-ms 10, the defaults) and "unbatched" (--max-batch 1). In each round, for each client count, each
-server gets --seconds of closed-loop load (every client sends its next photo as soon as it has its answer;
-keep-alive connections; multipart uploads of the JPEG files as they are); the order of the two servers
-alternates between rounds, and the bare loop runs once per round: `TorchBackend` (the server's own forward:
-normalize + model under inference_mode) over the same photos, decoded beforehand exactly as the server decodes
-them, in batches of 32 (and of 1: how much batching can gain at all on this CPU). `--also-threads N` adds a
-server batched with `--threads N`, and `--also-passive` that one again with OMP_WAIT_POLICY=PASSIVE. Figures are medians over rounds; the CPU used by other processes
-during each measurement is recorded (the machine may be shared).
+Servers run side by side as `python -m visiontune serve` subprocesses: "batched" (--max-batch 32
+--max-wait-ms 10, the defaults) and "unbatched" (--max-batch 1), both with the default model threads; and
+optionally more: `--also-threads N` adds one batched with `--threads N`, `--also-passive` that one again with
+OMP_WAIT_POLICY=PASSIVE, `--variant NAME=ARGS` any other (e.g. `--variant 'batched_mb8=--max-batch 8'`).
+In each round, for each client count, each server gets --seconds of closed-loop load (every client sends its
+next photo as soon as it has its answer; keep-alive connections; multipart uploads of the JPEG files as they
+are; the clients run on the same machine); the order of the servers reverses every round, and the bare loop
+runs once per round: `TorchBackend` (the server's own forward: normalize + model under inference_mode, with
+this process's threads) over the same photos, decoded beforehand exactly as the server decodes them, in
+batches of 32 (and of 1: how much batching can gain at all on this CPU). Figures are medians over rounds, of
+all rounds and of the quiet ones apart; the CPU used by other processes during each measurement is recorded
+(the machine may be shared).
 
 Soak: --soak requests (or --soak-seconds, whichever ends first) from 8 clients against the batched server,
 mixing good photos (single and several per request) with hostile uploads (declared-oversize body, truncated
@@ -341,6 +344,8 @@ def main() -> None:
     p.add_argument("--also-threads", type=int, help="also run a server batched with --threads N")
     p.add_argument("--also-passive", action="store_true", help="and that one again with OMP_WAIT_POLICY=PASSIVE "
                    "(OpenMP threads sleep at barriers instead of spinning)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                   help="another server, e.g. 'batched_mb8=--max-batch 8' (repeatable)")
     p.add_argument("--bare-passes", type=int, default=2, help="passes over the photos per bare-loop measurement")
     p.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this long for an idle machine first")
     a = p.parse_args()
@@ -367,6 +372,9 @@ def main() -> None:
         if a.also_passive:
             servers[f"batched_t{a.also_threads}_passive"] = Server(f"batched_t{a.also_threads}_passive", model, args,
                                                                    {"OMP_WAIT_POLICY": "PASSIVE"})
+    for spec in a.variant if a.rounds else []:
+        name, _, args = spec.partition("=")
+        servers[name] = Server(name, model, args.split())
     log(f"servers ready: {', '.join(f'{k} {s.url}' for k, s in servers.items())}")
     out = a.out / f"serve-{datetime.now():%Y%m%d-%H%M%S}.json"
 
@@ -449,7 +457,7 @@ def summarize(runs: dict, rounds: list[int], servers: dict, clients: list[int]) 
             out[f"batched_over_unbatched_c{c}"] = med([x["img_s"] / u["img_s"] for x, u in zip(b, pick(f"unbatched_c{c}"))])
         out[f"batched_over_bare_c{c}"] = med([x["img_s"] / y for x, y in zip(b, pick("bare_img_s"))])
         for name in servers:
-            if name.startswith("batched_t"):
+            if name not in ("batched", "unbatched"):
                 out[f"{name}_over_batched_c{c}"] = med([t["img_s"] / x["img_s"] for t, x in zip(pick(f"{name}_c{c}"), b)])
     return out
 
