@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from visiontune import ImageData
-from visiontune.data.decode import ImageDecodeError, is_image_file, open_image
+from visiontune.data.decode import ImageDecodeError, decode_image, is_image_file, open_image
 from visiontune.data.sources import scan_images
 
 from conftest import make_image_folder
@@ -114,6 +114,46 @@ def test_undecodable_files_raise_naming_the_file(tmp_path, kind):
     bad.write_bytes(data)
     with pytest.raises(ImageDecodeError, match=f"bad {kind}.jpg: cannot decode image"):
         open_image(bad)
+
+
+def test_decode_image_from_bytes_gives_open_images_pixels(tmp_path):
+    """The server decodes uploads from memory: the same pixels as from the file, draft mode and EXIF included."""
+    rng = np.random.default_rng(2)
+    im = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "big.jpg", exif=exif.tobytes(), quality=90)
+    Image.fromarray(rng.integers(0, 65535, (20, 30), dtype=np.uint16)).save(tmp_path / "deep.png")
+    for name, min_size in (("big.jpg", 37), ("big.jpg", None), ("deep.png", 37)):
+        path = tmp_path / name
+        assert np.array_equal(rgb(decode_image(path.read_bytes(), name, min_size=min_size)),
+                              rgb(open_image(path, min_size=min_size)))
+    assert rgb(decode_image(path.read_bytes(), name)).shape == (20, 30, 3)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # 1e8 pixels: over Pillow's warning limit
+def test_decode_image_says_why_it_fails_and_leaves_warning_filters_alone(tmp_path):
+    import warnings
+
+    full = tmp_path / "f.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(full)
+    cases = {
+        "empty": (b"", None),
+        "not_an_image": (b"this is not an image\n", None),
+        "truncated": (full.read_bytes()[: full.stat().st_size // 2], None),
+        "too_many_pixels": (png_declaring(10_000, 10_000), 40_000_000),  # over max_pixels, from the header
+    }
+    filters = list(warnings.filters)
+    for reason, (data, max_pixels) in cases.items():
+        with pytest.raises(ImageDecodeError, match="^upload: ") as e:
+            decode_image(data, "upload", max_pixels=max_pixels)
+        assert e.value.reason == reason
+    with pytest.raises(ImageDecodeError) as e:
+        decode_image(png_declaring(40_000, 40_000), "bomb")  # Pillow's own limit, without any max_pixels
+    assert e.value.reason == "too_many_pixels"
+    with pytest.raises(ImageDecodeError, match="10000 x 10000 = 100,000,000 pixels is over the limit of 1,000,000"):
+        decode_image(png_declaring(10_000, 10_000), "x", max_pixels=1_000_000)
+    assert list(warnings.filters) == filters  # safe from many threads at once: no catch_warnings
 
 
 def test_messy_folder_loads_with_bad_files_skipped_and_counted(tmp_path):

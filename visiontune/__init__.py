@@ -4,6 +4,7 @@
     data = vt.ImageData.from_folder("data/dogscats", size=224)
     learn = vt.vision_learner(data, "efficientnet_lite0")
     learn.fine_tune(3)
+    vt.serve(learn.export("model.vt"))        # an HTTP prediction server (pip install "visiontune[serve]")
 """
 
 from ._core.errors import (
@@ -34,6 +35,20 @@ __all__ = [
     "create_body",
     "list_backbones",
     "load_learner",
+    "serve",
     "vision_learner",
     "write_submission",
 ]
+
+
+def __getattr__(name: str):
+    """`vt.serve` and `vt.serving` load on first use, so `import visiontune` does not import the server's parts."""
+    if name == "serve":
+        from .serving import serve
+
+        return serve
+    if name == "serving":
+        import importlib
+
+        return importlib.import_module(".serving", __name__)
+    raise AttributeError(f"module 'visiontune' has no attribute {name!r}")

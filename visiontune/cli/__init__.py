@@ -14,6 +14,7 @@ from . import data as _data  # noqa: F401  (registers split-valid, sample)
 from . import predict as _predict  # noqa: F401  (registers predict, export)
 from . import report as _report  # noqa: F401  (registers report)
 from . import runs as _runs  # noqa: F401  (registers resume, rerun, runs)
+from . import serve as _serve  # noqa: F401  (registers serve)
 from . import train as _train  # noqa: F401  (registers train, lr-find, demo)
 from .app import app
 

@@ -7,12 +7,14 @@ only a small image is needed (Pillow's draft mode), which is most of the speed o
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .._core.errors import DataError
 
@@ -22,7 +24,14 @@ IMAGE_EXTENSIONS = frozenset(
 
 
 class ImageDecodeError(DataError):
-    """A file that looks like an image could not be decoded; it is skipped with a warning."""
+    """A file that looks like an image could not be decoded; it is skipped with a warning.
+
+    `reason` says why, for callers that answer differently per cause (the prediction server's status codes):
+    'empty', 'not_an_image', 'too_many_pixels', 'truncated', 'unsupported_mode' or 'undecodable'."""
+
+    def __init__(self, message: str, reason: str = "undecodable"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -67,22 +76,62 @@ def open_image(path: str | os.PathLike, min_size: int | None = None) -> Image.Im
     decoded at 1/2, 1/4 or 1/8 scale. Raises ImageDecodeError naming the file on any failure.
     """
     path = Path(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # e.g. "Corrupt EXIF data"
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _decode(path, str(path), min_size, None)
+
+
+def decode_image(data: bytes | BinaryIO, name: str = "image", min_size: int | None = None,
+                 max_pixels: int | None = None) -> Image.Image:
+    """Decode image bytes (an upload) exactly as `open_image` decodes a file, into RGB with EXIF applied.
+
+    Safe to call from many threads at once: it leaves the process's warning filters alone (Pillow's own
+    decompression-bomb error stays on) and refuses images over `max_pixels` from their header, before any
+    pixel is decoded. Raises ImageDecodeError naming `name`, with its `reason`."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        if len(data) == 0:
+            raise ImageDecodeError(f"{name}: the file is empty (0 bytes).", "empty")
+        data = io.BytesIO(data)
+    return _decode(data, name, min_size, max_pixels)
+
+
+def _decode(source: Path | BinaryIO, name: str, min_size: int | None, max_pixels: int | None) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # e.g. "Corrupt EXIF data"
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if min_size and im.format == "JPEG":
-                    w, h = im.size
-                    scale = min(w, h) / min_size
-                    if scale >= 2:
-                        im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
-                im.load()
+        with Image.open(source) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageDecodeError(f"{name}: {w} x {h} = {w * h:,} pixels is over the limit of "
+                                       f"{max_pixels:,}. Send a smaller image.", "too_many_pixels")
+            if min_size and im.format == "JPEG":
+                scale = min(w, h) / min_size
+                if scale >= 2:
+                    im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+            im.load()
+            mode = im.mode
+            try:
                 return to_rgb(_apply_exif_orientation(im))
+            except (ValueError, OSError) as e:
+                raise ImageDecodeError(f"{name}: cannot convert its pixel mode {mode!r} to RGB ({e}).",
+                                       "unsupported_mode") from e
+    except ImageDecodeError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageDecodeError(f"{path}: image too large to decode safely ({e}).") from e
+        raise ImageDecodeError(f"{name}: image too large to decode safely ({e}).", "too_many_pixels") from e
     except Exception as e:  # noqa: BLE001  a corrupt file can make a codec raise anything; never crash an epoch
-        raise ImageDecodeError(f"{path}: cannot decode image ({type(e).__name__}: {e}).") from e
+        raise ImageDecodeError(f"{name}: cannot decode image ({type(e).__name__}: {e}).", _reason(e)) from e
+
+
+def _reason(e: Exception) -> str:
+    """Why Pillow failed, from what it raised: not an image at all, cut short, an unreadable mode, or else."""
+    text = str(e).lower()
+    if isinstance(e, UnidentifiedImageError) or "cannot identify image file" in text:
+        return "not_an_image"
+    if isinstance(e, EOFError) or "truncated" in text or "broken data stream" in text:
+        return "truncated"
+    if "mode" in text:
+        return "unsupported_mode"
+    return "undecodable"
 
 
 def _apply_exif_orientation(im: Image.Image) -> Image.Image:
