@@ -32,8 +32,24 @@ __all__ = [
     "WeightsError",
     "__version__",
     "create_body",
+    "find_issues",
     "list_backbones",
     "load_learner",
+    "review",
     "vision_learner",
     "write_submission",
 ]
+
+
+_LAZY = {"find_issues": "visiontune.clean.find", "review": "visiontune.clean.review"}
+
+
+def __getattr__(name: str):
+    """`vt.find_issues` and `vt.review` import the clean floor (and its web server) only when first used."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'visiontune' has no attribute {name!r}")
