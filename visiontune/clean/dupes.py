@@ -20,13 +20,13 @@ LOW = 8
 
 @dataclass(frozen=True)
 class DupeSettings:
-    """When two pictures count as copies. Measured on dogscats photos (BENCHMARKS.md, "Cleaning the data"):
-    re-encoded, resized and mirrored copies are within 10 bits of pHash and above 0.9 feature cosine, while
-    distinct photos are almost never both."""
+    """When two pictures count as copies. On dogscats photos (BENCHMARKS.md, "Cleaning the data") re-encoded,
+    90%-resized and mirrored copies are within 2 bits of pHash (mirrored: of the mirrored hash) and above 0.9
+    centred-feature cosine, while no two distinct photos came within 16 bits or above 0.7."""
 
     phash_bits: int = 10  # Hamming distance (of 64) at most ...
-    phash_cosine: float = 0.80  # ... with centred-feature cosine at least this
-    cosine: float = 0.97  # or centred-feature cosine at least this, whatever the hash says
+    phash_cosine: float = 0.70  # ... with centred-feature cosine at least this
+    cosine: float = 0.90  # or centred-feature cosine at least this, whatever the hash says
     min_std: float = 2.0  # pictures flatter than this (grey levels) have no meaningful pHash: exact copies only
 
 

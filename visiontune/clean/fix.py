@@ -102,9 +102,19 @@ def lock_path(data: Path) -> Path:
 
 
 @contextlib.contextmanager
-def data_lock(data: Path) -> Iterator[None]:
-    """Hold the data folder's apply/undo lock, or refuse at once (ApplyLockedError) when another process has it."""
-    path = lock_path(data)
+def data_lock(data: Path, clean: CleanDir | None = None) -> Iterator[None]:
+    """Hold the data folder's apply/undo lock (under the visiontune cache) and the clean folder's, or refuse at
+    once (ApplyLockedError) when another process holds either."""
+    with _flock(lock_path(data), data):
+        if clean is None:
+            yield
+        else:
+            with _flock(clean.path / ".apply.lock", data):
+                yield
+
+
+@contextlib.contextmanager
+def _flock(path: Path, data: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -256,7 +266,7 @@ def apply_decisions(clean: str | os.PathLike | CleanDir, create_classes: bool = 
     asks). Undo with `undo_decisions(clean)`."""
     clean = clean if isinstance(clean, CleanDir) else CleanDir.open(clean)
     record, data = _record(clean)
-    with data_lock(data):
+    with data_lock(data, clean):
         done = _read_applied(clean)
         if done is not None and done.get("state") in ("applying", "applied"):
             raise DataError(f"{clean.path} was applied already ({done.get('time', '')}). Run `visiontune clean --undo "
@@ -293,7 +303,7 @@ def undo_decisions(clean: str | os.PathLike | CleanDir) -> int:
     error listing it; everything else is restored and applied.json kept for another try."""
     clean = clean if isinstance(clean, CleanDir) else CleanDir.open(clean)
     record, data = _record(clean)
-    with data_lock(data):
+    with data_lock(data, clean):
         done = _read_applied(clean)
         if done is None or done.get("state") not in ("applying", "applied"):
             what = "was undone already" if done is not None else "was never applied"

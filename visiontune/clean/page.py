@@ -24,7 +24,7 @@ main{padding:10px 14px;display:grid;grid-template-columns:repeat(auto-fill,minma
 .card[data-decision=delete]{background:#fdecec}
 .card[data-decision=relabel]{background:#eef2fd}
 .pics{display:grid;grid-auto-flow:column;grid-auto-columns:1fr;gap:4px}
-.pics img{width:100%;height:auto;border-radius:4px;background:#e3e7ec;min-height:60px}
+.pics img{width:100%;height:200px;object-fit:contain;border-radius:4px;background:#e3e7ec}
 .file{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.75rem;color:#5b6470;word-break:break-all}
 .labels b{font-weight:600}
 .reason{font-size:.8rem;color:#5b6470}
@@ -254,7 +254,7 @@ SCRIPT = r"""
 
 HELP = ("keys: \u2190/\u2192 or j/n, p: move \u00b7 k keep \u00b7 d delete \u00b7 r relabel to the suggestion \u00b7 "
         "1-9 relabel to class N \u00b7 u undecide \u00b7 g Grad-CAM \u00b7 [ ] other kind. Every decision is saved at once; "
-        "nothing in the data folder changes until `visiontune clean --apply`.")
+        "nothing in the data folder changes until visiontune clean --apply.")
 
 
 def render_page(nonce: str) -> str:
