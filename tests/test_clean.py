@@ -26,6 +26,7 @@ from PIL import Image, ImageOps
 import visiontune as vt
 from visiontune.clean import (
     CleanDir,
+    CsvLabels,
     Journal,
     ReviewError,
     ReviewServer,
@@ -241,6 +242,44 @@ def test_out_of_fold_probabilities_come_from_heads_that_did_not_see_the_row():
         fold_ids(labels, 1)
 
 
+def test_find_issues_on_multi_label_data_works_per_label(tmp_path):
+    import csv
+
+    root = make_image_folder(tmp_path / "ml", classes=("red", "green", "blue"), n_train=12, n_valid=0,
+                             with_valid=False)
+    rows = []
+    for f in sorted((root / "train").rglob("*.png")):
+        tags = [f.parent.name] + (["bright"] if f.stem.endswith(("1", "3", "5", "7")) else [])
+        rows.append([f.relative_to(root / "train").as_posix(), " ".join(tags)])
+    rows[0][1] = "green"  # a red picture tagged green: that label is wrong
+    with open(root / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["file", "tags"], *rows])
+    data = vt.ImageData.from_csv(root, "labels.csv", folder="train", label_delim=" ", valid_pct=0.25, size=32, bs=8)
+    torch.manual_seed(0)
+    issues = find_issues(data, folds=3, labels=CsvLabels("labels.csv", folder="train", label_delim=" "))
+    assert issues.probs.shape == (len(data.train_ds) + len(data.valid_ds), data.c)
+    assert ((issues.probs >= 0) & (issues.probs <= 1)).all() and not np.allclose(issues.probs.sum(1), 1)  # sigmoid
+    bad = [r for r in issues.label if r.file == "train/" + rows[0][0]]
+    assert bad, [r.file for r in issues.label]
+    assert {r.given_label for r in bad} == {"green"}
+    # per label: 'green' looks absent (and/or 'red' present); each row toggles one label of the given set
+    assert any("'green' looks absent" in r.reason and "green" not in r.suggested_label.split() for r in bad) or \
+        any("'red' looks present" in r.reason and "red" in r.suggested_label.split() for r in bad), [r.reason for r in bad]
+    assert issues.summary["balance"]["total"]["bright"] > 0
+    # apply rewrites that file's label cell in the CSV (nothing moves); undo restores the CSV byte for byte
+    clean = issues.save(runs=tmp_path / "runs")
+    before, csv_before, pictures = tree_hash(root), (root / "labels.csv").read_bytes(), tree_hash(root / "train")
+    _decide(clean, (bad[0].file, "relabel", "red"))
+    plan = apply_decisions(clean)
+    lines_before, lines_after = csv_before.decode().splitlines(), (root / "labels.csv").read_text().splitlines()
+    changed = [i for i, (a, b) in enumerate(zip(lines_before, lines_after)) if a != b]
+    assert changed == [1] and lines_after[1] == f"{rows[0][0]},red" and len(lines_after) == len(lines_before)
+    assert not plan.moves and (clean.path / "labels.orig.csv").read_bytes() == csv_before
+    assert tree_hash(root / "train") == pictures  # no picture moved
+    assert undo_decisions(clean) == 1
+    assert (root / "labels.csv").read_bytes() == csv_before and tree_hash(root) == before
+
+
 # ---------------------------------------------------------------------------------------- copies
 @needs_photos
 def test_perceptual_hash_matches_copies_and_separates_distinct_photos():
@@ -416,7 +455,7 @@ def test_api_needs_the_token_and_acts_only_on_listed_files_inside_the_data(found
 # ---------------------------------------------------------------------------------------- apply and undo
 def _decide(clean: CleanDir, *decisions) -> None:
     record = clean.read()
-    j = Journal(clean.journal, record["files"], record["classes"])
+    j = Journal(clean.journal, record["files"], record["classes"], record.get("multi_label", False))
     for d in decisions:
         j.append(*d)
 

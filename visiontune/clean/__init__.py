@@ -9,6 +9,7 @@ page (`review`), carry out the decisions with undo (`apply_decisions`, `undo_dec
 
 from ..runs.cleandir import CleanDir, newest_clean_dir
 from .confident import LabelIssues, confident_joint, find_label_issues, find_multilabel_issues
+from .csvlabels import CsvLabels
 from .find import class_balance, find_issues, load_data
 from .fix import ApplyLockedError, ApplyPlan, apply_decisions, plan_apply, undo_decisions
 from .issues import Issue, Issues
@@ -20,6 +21,7 @@ __all__ = [
     "ApplyLockedError",
     "ApplyPlan",
     "CleanDir",
+    "CsvLabels",
     "Issue",
     "Issues",
     "Journal",

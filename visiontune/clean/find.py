@@ -24,6 +24,7 @@ from ..train.precompute import ActivationCache
 from . import dupes as D
 from . import odd as O
 from .confident import LabelIssues, find_label_issues, find_multilabel_issues
+from .csvlabels import CsvLabels
 from .issues import Issue, Issues
 from .oof import HeadRecipe, fit_full_head, out_of_fold_probs
 
@@ -271,26 +272,30 @@ def class_balance(data: ImageData) -> dict[str, Any]:
 
 
 def find_issues(data: ImageData, learn: "Learner | None" = None, folds: int = 5, arch: str | None = None,
-                weights: str | os.PathLike | None = None, device: str | None = None, seed: int = 42,
+                weights: str | os.PathLike | None = None, device: str | None = None, seed: int = 42, head: str = "fastai",
                 recipe: HeadRecipe | None = None, dupes: D.DupeSettings | None = None,
-                odd: O.OddSettings | None = None) -> Issues:
+                odd: O.OddSettings | None = None, labels: CsvLabels | None = None) -> Issues:
     """Label issues, duplicates, leaks and odd files of `data`, ranked, as an `Issues` table.
 
     Label issues come from out-of-fold probabilities (`folds` heads trained on the cached body features, each
     predicting the images it did not see) and confident learning. `learn` gives the body (and head kind) to
-    use, e.g. one you fine-tuned; by default a fresh `vision_learner(data, arch)` (frozen, pretrained).
+    use, e.g. one you fine-tuned; by default a fresh `vision_learner(data, arch, head=head)` (frozen, pretrained).
     Nothing in the data folder changes. `issues.save(...)`, `visiontune.review(issues)` or the CLI
-    `visiontune clean DATA --review` take it from here."""
+    `visiontune clean DATA --review` take it from here. For `from_csv` data, `labels=CsvLabels(...)` (the
+    arguments you gave from_csv) lets apply rewrite relabelled files' labels in the CSV; without it relabels of
+    such data are skipped by apply (deletes still work)."""
     if not isinstance(data, ImageData):
         raise ConfigError(f"find_issues needs an ImageData (e.g. vt.ImageData.from_folder(path)); got "
                           f"{type(data).__name__}. For a folder path use visiontune.clean.load_data(path) first.")
     if not isinstance(folds, int) or folds < 2:
         raise ConfigError(f"folds must be an integer of at least 2; got {folds!r}.")
+    if labels is not None:
+        labels.check(Path(data.path))
     t_start = time.perf_counter()
     if learn is None:
         from ..train.vision import DEFAULT_ARCH, vision_learner
 
-        learn = vision_learner(data, arch or DEFAULT_ARCH, weights=weights, device=device, precompute=True)
+        learn = vision_learner(data, arch or DEFAULT_ARCH, weights=weights, device=device, precompute=True, head=head)
         built = True
     else:
         if learn.data is not data:
@@ -344,8 +349,10 @@ def find_issues(data: ImageData, learn: "Learner | None" = None, folds: int = 5,
                 stat = [-1, -1]
             files[rel] = {"split": table.split[i], "label": table.label_text(i), "size": stat[0],
                           "mtime_ns": stat[1], "sha256": table.digests[i]}
-    return Issues(rows, data=data, learn=learn, summary=summary, files=files, head=head,
-                  own_learner=built, oof=getattr(table, "oof", None), table_files=table.files)
+    out = Issues(rows, data=data, learn=learn, summary=summary, files=files, head=head,
+                 own_learner=built, oof=getattr(table, "oof", None), table_files=table.files)
+    out.labels_csv = labels
+    return out
 
 
 def _grad_cam_head(table: _Table, head_cfg, recipe: HeadRecipe, seed: int):

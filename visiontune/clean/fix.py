@@ -26,6 +26,7 @@ from typing import Iterator
 from .._core.errors import ConfigError, DataError, VisiontuneError
 from .._core.paths import cache_home
 from ..runs.cleandir import CleanDir
+from .csvlabels import CsvLabels, csv_changes, replace_bytes, rewritten
 from .journal import Journal, check_relative
 
 try:
@@ -63,6 +64,8 @@ class ApplyPlan:
     changed: list[str] = field(default_factory=list)
     not_movable: list[str] = field(default_factory=list)
     renamed: list[tuple[str, str]] = field(default_factory=list)
+    csv: CsvLabels | None = None  # labels kept in a CSV: relabels rewrite it instead of moving files
+    csv_changes: list[tuple[int, str, str, str | None]] = field(default_factory=list)  # (line, file, old, new|None)
     applied: bool = False
     invalidated: tuple[int, int] = (0, 0)
 
@@ -72,6 +75,11 @@ class ApplyPlan:
         verb = ("Moved", "moved") if self.applied else ("Will move", "will move")
         lines = [f"{verb[0]} {len(relabels)} files to another class folder and {len(deletes)} to "
                  f"{self.clean.trash} (deleted, recoverable) in {self.data}; {self.kept} kept as they are."]
+        if self.csv is not None:
+            lines.append(f"{'Rewrote' if self.applied else 'Will rewrite'} {len(self.csv_changes)} labels in "
+                         f"{self.csv.file(self.data)} (the original is kept as {self.clean.path / CSV_BACKUP}):")
+            lines += [f"  line {n + 1}: {f}: " + (f"{old} -> {new}" if new is not None else "removed (deleted file)")
+                      for n, f, old, new in self.csv_changes[:show]]
         for m in self.moves[:show]:
             where = m.dst if m.action == "relabel" else f"trash/{m.dst}"
             lines.append(f"  {m.action:8} {m.src} -> {where}")
@@ -93,6 +101,9 @@ class ApplyPlan:
             lines.append(f"Dropped {self.invalidated[0]} image-cache entries and {self.invalidated[1]} activation "
                          f"caches of the moved files (rebuilt on the next run).")
         return "\n".join(lines)
+
+
+CSV_BACKUP = "labels.orig.csv"
 
 
 # ---------------------------------------------------------------------------------------- the lock
@@ -166,6 +177,10 @@ def plan_apply(clean: str | os.PathLike | CleanDir) -> ApplyPlan:
     files, classes = record["files"], record["classes"]
     current, _, _ = Journal(clean.journal, files, classes, record.get("multi_label", False)).read()
     plan = ApplyPlan(clean, data)
+    layout = record.get("layout") or {}
+    if layout.get("labels_csv"):
+        plan.csv = CsvLabels.from_dict(layout["labels_csv"])
+    csv_relabels: dict[str, str] = {}
     taken: set[str] = set()
     new_dirs: set[str] = set()
     for rel, d in sorted(current.items()):
@@ -183,6 +198,14 @@ def plan_apply(clean: str | os.PathLike | CleanDir) -> ApplyPlan:
             continue
         if d.action == "delete":
             plan.moves.append(Move("delete", rel, rel))
+            if plan.csv is not None:
+                csv_relabels[rel] = None  # its line leaves the CSV too (undo restores it)
+            continue
+        if plan.csv is not None:
+            csv_relabels[rel] = d.label
+            for name in d.label.split(" ") if record.get("multi_label") else [d.label]:
+                if name not in classes and name not in plan.new_classes:
+                    plan.new_classes.append(name)
             continue
         parts = PurePosixPath(rel)
         if record.get("multi_label") or parts.parent.name != meta.get("label") or len(parts.parts) < 2:
@@ -201,6 +224,9 @@ def plan_apply(clean: str | os.PathLike | CleanDir) -> ApplyPlan:
             new_dirs.add(folder.as_posix())
             folder = folder.parent
     plan.created_dirs = sorted(new_dirs, key=lambda p: (p.count("/"), p))
+    if csv_relabels:
+        plan.csv_changes, missing = csv_changes(plan.csv, data, csv_relabels)
+        plan.not_movable += [r for r in missing if csv_relabels[r] is not None]
     return plan
 
 
@@ -208,7 +234,9 @@ def _check_writable(plan: ApplyPlan) -> None:
     """Every folder a move takes a file from or puts one into must be writable: checked for all of them before
     the first move, so an unwritable data folder stops the apply with nothing moved."""
     data, trash = plan.data, plan.clean.trash
-    need: set[Path] = set()
+    need: set[Path] = {plan.clean.path}
+    if plan.csv_changes:
+        need.add(plan.csv.file(data).parent)
     for m in plan.moves:
         need.add((data / m.src).parent)
         dst = (data / m.dst) if m.action == "relabel" else (trash / m.dst)
@@ -220,8 +248,8 @@ def _check_writable(plan: ApplyPlan) -> None:
     if blocked:
         more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
         raise DataError(f"Cannot apply: {blocked[0]}{more} is not writable, so files cannot be moved out of or into "
-                        f"it. Nothing was moved. Make the data folder writable (e.g. chmod -R u+w {data}) or copy it "
-                        f"somewhere you can write and run `visiontune clean` there.")
+                        f"it (or a label file rewritten). Nothing was moved. Make the data folder writable (e.g. "
+                        f"chmod -R u+w {data}) or copy it somewhere you can write and run `visiontune clean` there.")
 
 
 # ---------------------------------------------------------------------------------------- moving
@@ -275,15 +303,23 @@ def apply_decisions(clean: str | os.PathLike | CleanDir, create_classes: bool = 
         if dry_run:
             return plan
         if plan.new_classes and not create_classes:
+            what = f"creates their folders ({', '.join(plan.created_dirs)})" if plan.created_dirs else "adds them"
             raise ConfigError(f"The decisions relabel files to {len(plan.new_classes)} class(es) the data does not have: "
-                              f"{', '.join(repr(c) for c in plan.new_classes)}. Applying creates their folders "
-                              f"({', '.join(plan.created_dirs)}); confirm with --yes (create_classes=True in Python), "
-                              f"or change those decisions in the review page.")
+                              f"{', '.join(repr(c) for c in plan.new_classes)}. Applying {what}; confirm with --yes "
+                              f"(create_classes=True in Python), or change those decisions in the review page.")
         _check_writable(plan)
         state = {"visiontune": "clean-apply", "version": 1, "state": "applying",
                  "time": datetime.now().isoformat(timespec="seconds"), "data": str(data),
                  "moves": [m.to_dict() for m in plan.moves], "created_dirs": plan.created_dirs}
+        if plan.csv_changes:
+            state["csv"] = {"labels": plan.csv.to_dict(), "backup": CSV_BACKUP,
+                            "changes": [list(c) for c in plan.csv_changes]}
         _write_record(clean, state)  # before the first move: an interrupted apply can be undone
+        if plan.csv_changes:
+            target = plan.csv.file(data)
+            new = rewritten(plan.csv, data, plan.csv_changes)
+            shutil.copy2(target, clean.path / CSV_BACKUP)  # the original, bytes and time, for undo
+            replace_bytes(target, new)
         for d in plan.created_dirs:
             (data / d).mkdir(exist_ok=True)
         for m in plan.moves:
@@ -325,6 +361,13 @@ def undo_decisions(clean: str | os.PathLike | CleanDir) -> int:
             with contextlib.suppress(OSError):
                 (data / check_relative(d)).rmdir()  # only when empty: files added since stay
         _remove_empty_tree(clean.trash)
+        if done.get("csv"):
+            backup = clean.path / done["csv"]["backup"]
+            if backup.is_file():
+                target = CsvLabels.from_dict(done["csv"]["labels"]).file(data)
+                replace_bytes(target, backup.read_bytes(), like=backup)
+                backup.unlink()
+                restored += sum(1 for c in done["csv"]["changes"] if c[3] is not None)  # relabels (deletes: above)
         invalidate_caches(record, moved)
         if conflicts or lost:
             problems = [f"{p} and its moved copy both exist" for p in conflicts[:3]] + [f"{p} is gone" for p in lost[:3]]

@@ -68,6 +68,7 @@ class Issues:
         self.data, self.learn, self.summary, self.files = data, learn, summary, files
         self.head, self.own_learner = head, own_learner
         self.folder: CleanDir | None = None
+        self.labels_csv = None  # a CsvLabels when the labels live in a CSV (find_issues(labels=...))
         if oof is not None:
             rows_idx, probs, fid = oof
             self.probs, self.folds = probs, fid
@@ -112,7 +113,8 @@ class Issues:
         return {
             "format": FORMAT, "visiontune": __version__, "created": datetime.now().isoformat(timespec="seconds"),
             "data": str(Path(data.path).resolve()), "data_abspath": os.path.abspath(data.path), "dataset": data.name,
-            "layout": layout or {"loader": "ImageData", "splits": sorted({r["split"] for r in self.files.values()})},
+            "layout": {**(layout or {"loader": "ImageData"}),
+                       **({"labels_csv": self.labels_csv.to_dict()} if self.labels_csv is not None else {})},
             "classes": list(data.classes), "multi_label": bool(data.is_multi_label), "size": data.size,
             "cache_dir": str(data.cache_dir), "columns": list(COLUMNS), "summary": _jsonable(self.summary),
             "issues": [r.to_dict() for r in self.rows], "files": self.files,

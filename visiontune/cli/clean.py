@@ -29,14 +29,18 @@ def clean(
     train: str = typer.Option("train", help="Name of the training folder."),
     valid: str = typer.Option("valid", help="Name of the validation folder."),
     test: Optional[str] = typer.Option(None, help="Name of an unlabelled test folder to check for duplicates and leaks."),
+    valid_pct: Optional[float] = typer.Option(None, help="Fraction of train held out as valid when there is no valid/ "
+                                                         "folder (default 0.2), split as `train` splits it."),
     arch: str = typer.Option("efficientnet_lite0", help="Backbone whose features are used."),
     weights: Optional[Path] = typer.Option(None, help="Pretrained weights file for the backbone."),
     size: int = typer.Option(224, help="Image size."),
     bs: int = typer.Option(64, help="Batch size of the feature pass."),
     folds: int = typer.Option(5, help="Folds of the out-of-fold predictions (each image is predicted by a head "
                                       "that did not see it)."),
-    seed: int = typer.Option(42, help="Random seed (folds, heads)."),
+    head: str = typer.Option("fastai", help="Head trained on each fold: fastai or linear."),
+    seed: int = typer.Option(42, help="Random seed (valid split, folds, heads)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, mps."),
+    num_workers: Optional[int] = typer.Option(None, help="Data loader worker processes (default: sized to the machine)."),
     out: Path = typer.Option(Path("runs"), help="Folder that receives runs/<dataset>/clean-<time>/."),
     host: str = typer.Option("127.0.0.1", help="Address of the review page. Other than 127.0.0.1 it can be "
                                                "reached from other machines (anyone with the token can decide)."),
@@ -56,7 +60,7 @@ def clean(
     if dry_run and not apply:
         raise ConfigError("--dry-run goes with --apply: visiontune clean --apply CLEAN_FOLDER --dry-run.")
     if apply or undo:
-        _apply_or_undo(CleanDir.open(path), undo=undo, dry_run=dry_run, yes=yes)
+        _apply_or_undo(_clean_folder(path, out), undo=undo, dry_run=dry_run, yes=yes)
         return
     if CleanDir.is_clean(path):
         if not review:
@@ -64,19 +68,33 @@ def clean(
                               f"decisions or --undo to take them back.")
         _serve(CleanDir.open(path), host, port, open_browser)
         return
-    folder = _find(path, train, valid, test, arch, weights, size, bs, folds, seed, device, out)
+    folder = _find(path, dict(train=train, valid=valid, test=test, valid_pct=valid_pct, size=size, bs=bs, seed=seed,
+                              num_workers=num_workers), dict(folds=folds, arch=arch, weights=weights, device=device,
+                                                             seed=seed, head=head), out)
     if review:
         _serve(folder, host, port, open_browser)
     else:
         _console.out.print(f"Review them: visiontune clean --review {folder.path}", markup=False)
 
 
-def _find(path, train, valid, test, arch, weights, size, bs, folds, seed, device, out):
+def _clean_folder(path: Path, out: Path):
+    """The clean folder `path` names; for a data folder, an error that points at its newest clean folder."""
+    from ..runs.cleandir import CleanDir, newest_clean_dir
+
+    if not CleanDir.is_clean(path) and path.is_dir():
+        newest = newest_clean_dir(out / path.resolve().name, path)
+        if newest is not None:
+            raise ConfigError(f"{path} is a data folder; --apply and --undo take the clean folder that `visiontune clean "
+                              f"{path}` wrote. The newest for it: {newest.path}")
+    return CleanDir.open(path)
+
+
+def _find(path: Path, layout: dict, options: dict, out: Path):
     from ..clean.find import find_issues, load_data
 
-    data = load_data(path, train=train, valid=valid, test=test, size=size, bs=bs, seed=seed)
-    issues = find_issues(data, folds=folds, arch=arch, weights=weights, device=device, seed=seed)
-    layout = {"loader": "from_folder", "train": train, "valid": valid, "test": test}
+    data = load_data(path, **layout)
+    issues = find_issues(data, **options)
+    layout = {"loader": "from_folder", **{k: layout[k] for k in ("train", "valid", "test", "valid_pct", "seed")}}
     folder = issues.save(runs=out, layout=layout)
     _console.out.print(issues.summary_text(), markup=False)
     top = issues.rows[:10]
