@@ -289,13 +289,18 @@ def test_perceptual_hash_matches_copies_and_separates_distinct_photos():
     variants = {"jpeg35": Image.open(buf).convert("RGB"),
                 "resized": im.resize((im.width * 9 // 10, im.height * 9 // 10)),
                 "mirrored": ImageOps.mirror(im)}
-    h0, hf0, _ = D.phash(np.asarray(im))
+    h0, hf0, _, t0 = D.phash(np.asarray(im))
     for name, v in variants.items():
-        h, hf, _ = D.phash(np.asarray(v))
+        h, hf, _, t = D.phash(np.asarray(v))
+        sim = D.thumb_similarity(np.stack([t0, t]), np.array([0]), np.array([1]))[0]
+        assert sim >= D.DupeSettings().thumb, (name, sim)
         bits = min(D.hamming(np.array([h0], np.uint64), np.array([h], np.uint64))[0, 0],
                    D.hamming(np.array([h0], np.uint64), np.array([hf], np.uint64))[0, 0])
         assert bits <= 4, (name, bits)
     others = [D.phash(np.asarray(Image.open(photo(k, n)).convert("RGB"))) for k in ("cat", "dog") for n in range(20, 30)]
+    thumbs = np.stack([t0] + [o[3] for o in others])
+    a, b = np.triu_indices(len(thumbs), 1)
+    assert D.thumb_similarity(thumbs, a, b).max() < 0.9  # distinct photos are nowhere near
     hs = np.array([h0] + [o[0] for o in others], np.uint64)
     fs = np.array([hf0] + [o[1] for o in others], np.uint64)
     dist = np.minimum(D.hamming(hs, hs), D.hamming(hs, fs))

@@ -133,8 +133,10 @@ def _label_issues(table: _Table, folds: int, head, recipe: HeadRecipe, seed: int
             _console.notice(f"the smallest class has {smallest} labelled images, fewer than the {folds} folds: "
                             f"its images are predicted by heads that saw few or none of it, so they may be "
                             f"flagged for that reason alone.")
+    heads: list = []
     probs, fid = out_of_fold_probs(table.feats[rows], targets, data.c, folds=folds, head=head, recipe=recipe,
-                                   seed=seed)
+                                   seed=seed, heads=heads)
+    table.head = heads[0] if heads else None  # trained on (folds-1)/folds of the images: what Grad-CAM explains
     out: list[Issue] = []
     classes = data.classes
     if table.multi:
@@ -169,31 +171,32 @@ def _label_issues(table: _Table, folds: int, head, recipe: HeadRecipe, seed: int
     return out, stats
 
 
-def _pixels_stats(table: _Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """pHash, mirrored pHash and grey-level std of every decodable file (from the image cache), and which
-    decoded now."""
+def _pixels_stats(table: _Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """pHash, mirrored pHash, grey-level std and 32x32 thumbnail of every decodable file (from the image cache),
+    and which decoded now."""
     n = table.n
     h = np.zeros(n, dtype=np.uint64)
     hf = np.zeros(n, dtype=np.uint64)
     std = np.full(n, np.nan)
     ok = np.zeros(n, dtype=bool)
+    thumbs = np.zeros((n, D.HASH_SIDE, D.HASH_SIDE), dtype=np.uint8)
     for i in range(n):
         try:
             px = table.dataset(i).pixels(table.pos[i])
         except ImageDecodeError:
             continue
-        a, b, s = D.phash(px.permute(1, 2, 0).numpy())
-        h[i], hf[i], std[i], ok[i] = a, b, s, True
-    return h, hf, std, ok
+        a, b, s, t = D.phash(px.permute(1, 2, 0).numpy())
+        h[i], hf[i], std[i], ok[i], thumbs[i] = a, b, s, True, t
+    return h, hf, std, ok, thumbs
 
 
 def _duplicates(table: _Table, unit: np.ndarray | None, hashes, settings: D.DupeSettings) -> tuple[list[Issue], dict]:
-    h, hf, std, decoded = hashes
+    h, hf, std, decoded, thumbs = hashes
     digests = [D.file_digest(f) for f in table.files]
     pairs = D.exact_pairs(digests)
     usable = decoded & table.has_feats & (np.nan_to_num(std, nan=0.0) >= settings.min_std)
     if unit is not None and usable.sum() > 1:
-        pairs += D.near_pairs(h, hf, unit, usable, settings)
+        pairs += D.near_pairs(h, hf, unit, usable, thumbs, settings)
     best: dict[int, float] = {}
     exact_members: set[int] = set()
     for p in pairs:
@@ -225,7 +228,7 @@ def _duplicates(table: _Table, unit: np.ndarray | None, hashes, settings: D.Dupe
 
 
 def _odd(table: _Table, unit: np.ndarray | None, hashes, settings: O.OddSettings) -> list[Issue]:
-    _, _, std, decoded = hashes
+    _, _, std, decoded, _ = hashes
     bad = table.data.bad.paths
     reasons: dict[int, list[tuple[str, float]]] = {}
     for i, f in enumerate(table.files):
@@ -318,9 +321,9 @@ def find_issues(data: ImageData, learn: "Learner | None" = None, folds: int = 5,
     t0 = time.perf_counter()
     odd_rows = _odd(table, unit, hashes, odd or O.OddSettings())
     timing["odd"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    head = _grad_cam_head(table, head_cfg, recipe or HeadRecipe(), seed) if built else None
-    timing["grad_cam_head"] = time.perf_counter() - t0
+    head = getattr(table, "head", None) if built else None
+    if built and head is None:  # too few images for folds: one head on what there is
+        head = _grad_cam_head(table, head_cfg, recipe or HeadRecipe(), seed)
     timing["total"] = time.perf_counter() - t_start
     rows = _ranked(label_rows + dupe_rows + odd_rows)
     summary = {

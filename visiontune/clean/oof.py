@@ -93,10 +93,11 @@ def predict_head(model: nn.Module, feats: torch.Tensor, multi: bool) -> np.ndarr
 
 def out_of_fold_probs(feats: np.ndarray, targets: np.ndarray, n_out: int, folds: int = 5,
                       head: HeadConfig | None = None, recipe: HeadRecipe | None = None,
-                      seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+                      seed: int = 42, heads: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (n, n_out), fold of each row): row i is predicted by the head trained on the other folds.
 
-    `targets` are class indices, or multi-hot rows for multi-label data (sigmoid per label)."""
+    `targets` are class indices, or multi-hot rows for multi-label data (sigmoid per label). Pass a list as
+    `heads` to get the trained heads back (the review page explains pictures with the first)."""
     head = head or HeadConfig()
     recipe = recipe or HeadRecipe()
     targets = np.asarray(targets)
@@ -112,6 +113,8 @@ def out_of_fold_probs(feats: np.ndarray, targets: np.ndarray, n_out: int, folds:
         tr = torch.from_numpy(~held)
         model = train_head(x[tr], y[tr], n_out, head, recipe, multi, seed + 1000 * k)
         probs[held] = predict_head(model, x[torch.from_numpy(held)], multi)
+        if heads is not None:
+            heads.append(model)
     return probs, fid
 
 

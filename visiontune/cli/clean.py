@@ -92,6 +92,9 @@ def _clean_folder(path: Path, out: Path):
 def _find(path: Path, layout: dict, options: dict, out: Path):
     from ..clean.find import find_issues, load_data
 
+    if path.is_dir() and out.resolve().is_relative_to(path.resolve()):
+        raise ConfigError(f"--out {out} is inside the data folder {path}: the clean folder (and the trash of deleted "
+                          f"files) would become part of the data. Pass --out outside it.")
     data = load_data(path, **layout)
     issues = find_issues(data, **options)
     layout = {"loader": "from_folder", **{k: layout[k] for k in ("train", "valid", "test", "valid_pct", "seed")}}
