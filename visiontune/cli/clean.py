@@ -14,7 +14,7 @@ from .._core.errors import ConfigError
 from .app import app
 
 PATH_HELP = ("DATA (an image folder: DATA/train/CLASS/ + DATA/valid/CLASS/, or DATA/CLASS/) to find issues in, "
-             "or CLEAN_FOLDER (runs/<dataset>/clean-<time>/, what an earlier `clean DATA` wrote) with --review, "
+             "or CLEAN_FOLDER (runs/DATASET/clean-TIME/, what an earlier `clean DATA` wrote) with --review, "
              "--apply or --undo.")
 
 
@@ -41,7 +41,7 @@ def clean(
     seed: int = typer.Option(42, help="Random seed (valid split, folds, heads)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, mps."),
     num_workers: Optional[int] = typer.Option(None, help="Data loader worker processes (default: sized to the machine)."),
-    out: Path = typer.Option(Path("runs"), help="Folder that receives runs/<dataset>/clean-<time>/."),
+    out: Path = typer.Option(Path("runs"), help="Runs folder: the clean folder is OUT/DATASET/clean-TIME/."),
     host: str = typer.Option("127.0.0.1", help="Address of the review page. Other than 127.0.0.1 it can be "
                                                "reached from other machines (anyone with the token can decide)."),
     port: int = typer.Option(0, help="Port of the review page (0: a free one)."),
@@ -49,7 +49,7 @@ def clean(
 ) -> None:
     """Find label errors, duplicates, leaks and odd files in DATA, review them, fix them with undo.
 
-    `visiontune clean DATA` writes runs/<dataset>/clean-<time>/ (issues.csv, issues.json) and changes nothing
+    `visiontune clean DATA` writes runs/DATASET/clean-TIME/ (issues.csv, issues.json) and changes nothing
     in DATA. `--review` opens a local page to keep, delete or relabel each flagged picture (saved at once to
     journal.jsonl). `visiontune clean --apply CLEAN_FOLDER` moves the files (relabel: to the other class folder;
     delete: to CLEAN_FOLDER/trash/), `--undo CLEAN_FOLDER` puts them back."""
