@@ -244,6 +244,7 @@ SCRIPT = r"""
       }
       render();
       if (state.applied) status("note: this clean folder was applied (" + state.applied + "); new decisions apply after --undo", false);
+      else if (state.skipped_lines) status("note: " + state.skipped_lines + " unreadable line(s) of journal.jsonl were skipped", false);
       document.body.setAttribute("data-ready", "1");
     } catch (e) { status("cannot load: " + e, true); }
   }
