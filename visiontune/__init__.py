@@ -4,6 +4,7 @@
     data = vt.ImageData.from_folder("data/dogscats", size=224)
     learn = vt.vision_learner(data, "efficientnet_lite0")
     learn.fine_tune(3)
+    vt.find_issues(data)                      # label errors, duplicates, leaks: review and fix with undo
     vt.serve(learn.export("model.vt"))        # an HTTP prediction server (pip install "visiontune[serve]")
 """
 
@@ -33,22 +34,28 @@ __all__ = [
     "WeightsError",
     "__version__",
     "create_body",
+    "find_issues",
     "list_backbones",
     "load_learner",
+    "review",
     "serve",
     "vision_learner",
     "write_submission",
 ]
 
 
+_LAZY = {"find_issues": "visiontune.clean.find", "review": "visiontune.clean.review", "serve": "visiontune.serving"}
+
+
 def __getattr__(name: str):
-    """`vt.serve` and `vt.serving` load on first use, so `import visiontune` does not import the server's parts."""
-    if name == "serve":
-        from .serving import serve
+    """`vt.find_issues`, `vt.review`, `vt.serve` and `vt.serving` import the clean and serving floors (and their
+    web servers) only when first used, so `import visiontune` stays light."""
+    import importlib
 
-        return serve
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     if name == "serving":
-        import importlib
-
         return importlib.import_module(".serving", __name__)
     raise AttributeError(f"module 'visiontune' has no attribute {name!r}")

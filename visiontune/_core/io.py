@@ -40,7 +40,7 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
 
 
-def disk_full_error(path: Path, need: int | None = None, cause: BaseException | None = None) -> "DiskFullError":
+def disk_full_error(path: Path, need: int | None = None, cause: BaseException | None = None) -> "VisiontuneError":
     """The one message for a full disk: the file, the space it needs (when known) and what is free there."""
     from .errors import DiskFullError
 

@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from . import clean as _clean  # noqa: F401  (registers clean)
 from . import data as _data  # noqa: F401  (registers split-valid, sample)
 from . import predict as _predict  # noqa: F401  (registers predict, export)
 from . import report as _report  # noqa: F401  (registers report)
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     except VisiontuneError as e:
         if debug:
             raise
-        _console.err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        from rich.markup import escape
+
+        _console.err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)  # names may hold [...]
         _console.err.print("[dim](run with --debug for the full traceback)[/]", markup=True)
         sys.exit(1)
     except OSError as e:

@@ -30,16 +30,19 @@ if TYPE_CHECKING:
 # what a person looks at first comes first: how good, where it goes wrong, how it trained, with what settings
 SECTIONS = ("summary", "confusion", "most-confused", "top-losses", "most-uncertain", "curves", "epochs", "lr-find",
             "config")
+DATA_ISSUES = "data-issues"  # after most-uncertain, only when `visiontune clean` has looked at the data
 
 
 def write_report(learn: "Learner", path: str | os.PathLike, interp: ClassificationInterpretation | None = None,
                  k: int = 9, lr_find: "LRFindResult | None" = None, on_error: str = "notice",
                  settings: dict | None = None, history: TrainingHistory | None = None,
-                 lr_find_image: str | os.PathLike | None = None, title: str | None = None) -> Path | None:
+                 lr_find_image: str | os.PathLike | None = None, title: str | None = None,
+                 data_issues: dict | None = None) -> Path | None:
     """Write the report for `learn` to `path` and return the path.
 
     `settings` (default: the learner's own), `history` (default: its recorder), `lr_find` or `lr_find_image`
-    fill the configuration, curves and lr-finder sections. Under torchrun the main process predicts the whole
+    fill the configuration, curves and lr-finder sections; `data_issues` (what `visiontune clean` found, as
+    `visiontune.runs.cleandir.data_issues_summary` gives it) adds the "Data issues" section. Under torchrun the main process predicts the whole
     validation set by itself and writes; the other processes return None at once. With `on_error='notice'`
     (what the end of training uses) a failure prints a notice saying how to retry instead of losing the
     finished run; `on_error='raise'` raises."""
@@ -50,7 +53,7 @@ def write_report(learn: "Learner", path: str | os.PathLike, interp: Classificati
         if interp is None:
             interp = ClassificationInterpretation.from_learner(learn, local=True)
         text = render_report(learn, interp, k=k, lr_find=lr_find, settings=settings, history=history,
-                             lr_find_image=lr_find_image, title=title)
+                             lr_find_image=lr_find_image, title=title, data_issues=data_issues)
         return write_text(path, text)
     except Exception as e:
         if on_error == "raise":
@@ -66,7 +69,7 @@ def write_report(learn: "Learner", path: str | os.PathLike, interp: Classificati
 def render_report(learn: "Learner", interp: ClassificationInterpretation, k: int = 9,
                   lr_find: "LRFindResult | None" = None, settings: dict | None = None,
                   history: TrainingHistory | None = None, lr_find_image: str | os.PathLike | None = None,
-                  title: str | None = None) -> str:
+                  title: str | None = None, data_issues: dict | None = None) -> str:
     """The report page as one HTML string."""
     if history is None:
         history = TrainingHistory.from_recorder(learn.recorder)
@@ -79,6 +82,8 @@ def render_report(learn: "Learner", interp: ClassificationInterpretation, k: int
     _most_confused(page, interp)
     _top_losses(page, interp, k)
     _most_uncertain(page, interp, k)
+    if data_issues is not None:
+        _data_issues(page, data_issues)
     _curves(page, history)
     _epochs(page, history)
     _lr_find(page, learn, lr_find_image, lr_find)
@@ -235,6 +240,35 @@ def _most_uncertain(page: Page, interp: ClassificationInterpretation, k: int) ->
                                      for v, j in zip(top.values.tolist(), top.indices.tolist()))
         cards.append(([it["image"]], _caption(interp, it) + [probs], it["file"]))
     s.cards(cards, data_root=interp.learn.data.path, narrow=True)
+
+
+def _data_issues(page: Page, d: dict) -> None:
+    """What `visiontune clean` found in this data: plain values, every one escaped by the table and text helpers."""
+    s = page.section(DATA_ISSUES, "Data issues")
+    counts = d.get("counts", {})
+    n_leak = int(d.get("n_leak_groups", 0))
+    text = (f"`visiontune clean` ({d.get('created', '')}) flagged {counts.get('label', 0)} probable label errors, "
+            f"{n_leak} leak group{'s' * (n_leak != 1)} ({counts.get('leak', 0)} pictures), "
+            f"{counts.get('duplicate', 0)} duplicated pictures and {counts.get('odd', 0)} odd files in this data.")
+    applied = d.get("applied")
+    text += {"applied": " Its decisions were applied.", "undone": " Its decisions were applied, then undone.",
+             "applying": " An apply of its decisions was interrupted."}.get(applied, " None of its decisions is applied yet.")
+    s.para(text)
+    if n_leak:
+        s.note("Leaks inflate the validation score: the same picture (or a copy of it) is in train and in valid/test, "
+               "so the model is checked on pictures it learned.")
+    if d.get("label"):
+        s.table(["file", "given", "suggested", "p(suggested)", "score"],
+                [[f, g, sug, f"{p:.3f}", f"{sc:.3f}"] for f, g, sug, p, sc in d["label"]])
+    if d.get("leak"):
+        s.details(f"pictures in leak groups ({len(d['leak'])})", ["group", "file", "split", "similarity"],
+                  [[g, f, sp, f"{sc:.3f}"] for g, f, sp, sc in d["leak"]])
+    bal = d.get("balance") or {}
+    if bal.get("total"):
+        ratio = bal.get("imbalance")
+        s.para("Pictures per class (train+valid): " + ", ".join(f"{c} {n}" for c, n in bal["total"].items()) +
+               (f"; imbalance {ratio:.2f}x." if isinstance(ratio, (int, float)) else "."), small=True)
+    s.para(f"Review and fix them: `visiontune clean --review {d.get('folder', '')}`, then `--apply`.", small=True)
 
 
 def _caption(interp: ClassificationInterpretation, it: dict) -> list[str]:

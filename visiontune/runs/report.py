@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..interpret.report import write_report
+from .cleandir import data_issues_summary, newest_clean_dir
 from .rundir import RunDir
 
 if TYPE_CHECKING:
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 
 def write_run_report(learn: "Learner", run: RunDir, out: str | os.PathLike | None = None, k: int = 9,
                      on_error: str = "notice") -> Path | None:
-    """report.html for `learn` in its run folder, with the run's config, log and lr_find.png."""
+    """report.html for `learn` in its run folder, with the run's config, log and lr_find.png, and the "Data
+    issues" of the newest clean folder made for the same data beside the run (runs/<dataset>/clean-*/)."""
     settings = None
     if run.config_file.is_file():
         try:
@@ -26,8 +28,11 @@ def write_run_report(learn: "Learner", run: RunDir, out: str | os.PathLike | Non
             settings = {"config.yaml": f"could not be read: {e}"}
     history = None if learn.recorder.rows else run.history()
     image = run.lr_find_image if run.lr_find_image.is_file() else None
+    clean = newest_clean_dir(run.path.parent, learn.data.path)
+    issues = data_issues_summary(clean) if clean is not None else None
     return write_report(learn, Path(out) if out is not None else run.report_file, k=k, on_error=on_error,
-                        settings=settings, history=history, lr_find_image=image, title=run.path.name)
+                        settings=settings, history=history, lr_find_image=image, title=run.path.name,
+                        data_issues=issues)
 
 
 def report_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, k: int = 9,
