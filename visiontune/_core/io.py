@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from .errors import DiskFullError
 from .failpoints import failpoint
 
 
@@ -40,9 +41,8 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
 
 
-def disk_full_error(path: Path, need: int | None = None, cause: BaseException | None = None) -> "VisiontuneError":
+def disk_full_error(path: Path, need: int | None = None, cause: BaseException | None = None) -> DiskFullError:
     """The one message for a full disk: the file, the space it needs (when known) and what is free there."""
-    from .errors import DiskFullError
 
     folder = Path(path).parent
     while not folder.exists() and folder != folder.parent:
