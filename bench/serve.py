@@ -263,8 +263,8 @@ def black_png(w: int, h: int) -> bytes:
             + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
-def soak_mix(photos: list[bytes]) -> list[tuple[str, bytes, dict]]:
-    """(kind, body, headers) for every kind of upload in the soak; good ones weighted up."""
+def soak_mix(photos: list[bytes], hostile_only: bool = False) -> list[tuple[str, bytes, dict]]:
+    """(kind, body, headers) for every kind of upload in the soak; good ones weighted up (none if hostile_only)."""
     truncated = photos[0][: len(photos[0]) // 2]
     bomb, huge = black_png(40_000, 40_000), black_png(10_000, 10_000)
     mix = []
@@ -283,11 +283,12 @@ def soak_mix(photos: list[bytes]) -> list[tuple[str, bytes, dict]]:
         ("too_many_files", *multipart([(f"{i}.jpg", photos[0][:100]) for i in range(70)])),
         ("oversize", b"\xff\xd8\xff" + b"\0" * 10_500_000, {"Content-Type": "image/jpeg"}),
     ]
-    return mix + hostile * 3
+    return hostile if hostile_only else mix + hostile * 3
 
 
-def soak(server: Server, photos: list[bytes], n: int, seconds: float, clients: int = 8) -> dict:
-    mix = soak_mix(photos)
+def soak(server: Server, photos: list[bytes], n: int, seconds: float, clients: int = 8,
+         hostile_only: bool = False) -> dict:
+    mix = soak_mix(photos, hostile_only)
     kinds: dict[str, dict[int, int]] = {}
     samples = [(0, rss_mb(server.pid))]
     lock = threading.Lock()
@@ -340,6 +341,7 @@ def main() -> None:
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--soak", type=int, default=5000)
     p.add_argument("--soak-seconds", type=float, default=300.0)
+    p.add_argument("--soak-hostile-only", action="store_true", help="soak with hostile uploads only")
     p.add_argument("--threads", type=int, help="--threads for both servers (default: the library's)")
     p.add_argument("--also-threads", type=int, help="also run a server batched with --threads N")
     p.add_argument("--also-passive", action="store_true", help="and that one again with OMP_WAIT_POLICY=PASSIVE "
@@ -389,7 +391,7 @@ def main() -> None:
     if a.soak:
         log(f"soak: {a.soak} requests (at most {a.soak_seconds:g} s) against the batched server")
         with Foreign([servers["batched"].pid]) as f:
-            result["soak"] = soak(servers["batched"], raw, a.soak, a.soak_seconds)
+            result["soak"] = soak(servers["batched"], raw, a.soak, a.soak_seconds, hostile_only=a.soak_hostile_only)
         result["soak"]["foreign_cpu"] = f.foreign_cpu
         result["soak"]["peak_rss_mb"] = rss_mb(servers["batched"].pid, "VmHWM")
         log(json.dumps({k: v for k, v in result["soak"].items() if k != "by_kind_status"}))
