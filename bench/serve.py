@@ -240,8 +240,18 @@ class BareLoop:
         self.backend, self.bs = TorchBackend(vt.load_learner(model, device="cpu")), bs
         self.backend(self.x[:bs])  # warm-up, as the server's
 
-    def img_s(self, passes: int = 3, bs: int | None = None, max_s: float = 10.0) -> float:
-        """Images/s over `passes` passes, or as many batches as fit in `max_s` (a busy machine)."""
+    def img_s(self, passes: int = 3, bs: int | None = None, max_s: float = 10.0, threads: int | None = None) -> float:
+        """Images/s over `passes` passes, or as many batches as fit in `max_s` (a busy machine), with this
+        process's torch threads or `threads`."""
+        import torch
+
+        if threads is not None:
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                return self.img_s(passes, bs, max_s)
+            finally:
+                torch.set_num_threads(before)
         bs = bs or self.bs
         t, n = time.perf_counter(), 0
         for _ in range(passes):
@@ -263,8 +273,8 @@ def black_png(w: int, h: int) -> bytes:
             + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
-def soak_mix(photos: list[bytes]) -> list[tuple[str, bytes, dict]]:
-    """(kind, body, headers) for every kind of upload in the soak; good ones weighted up."""
+def soak_mix(photos: list[bytes], hostile_only: bool = False) -> list[tuple[str, bytes, dict]]:
+    """(kind, body, headers) for every kind of upload in the soak; good ones weighted up (none if hostile_only)."""
     truncated = photos[0][: len(photos[0]) // 2]
     bomb, huge = black_png(40_000, 40_000), black_png(10_000, 10_000)
     mix = []
@@ -283,11 +293,12 @@ def soak_mix(photos: list[bytes]) -> list[tuple[str, bytes, dict]]:
         ("too_many_files", *multipart([(f"{i}.jpg", photos[0][:100]) for i in range(70)])),
         ("oversize", b"\xff\xd8\xff" + b"\0" * 10_500_000, {"Content-Type": "image/jpeg"}),
     ]
-    return mix + hostile * 3
+    return hostile if hostile_only else mix + hostile * 3
 
 
-def soak(server: Server, photos: list[bytes], n: int, seconds: float, clients: int = 8) -> dict:
-    mix = soak_mix(photos)
+def soak(server: Server, photos: list[bytes], n: int, seconds: float, clients: int = 8,
+         hostile_only: bool = False) -> dict:
+    mix = soak_mix(photos, hostile_only)
     kinds: dict[str, dict[int, int]] = {}
     samples = [(0, rss_mb(server.pid))]
     lock = threading.Lock()
@@ -340,6 +351,7 @@ def main() -> None:
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--soak", type=int, default=5000)
     p.add_argument("--soak-seconds", type=float, default=300.0)
+    p.add_argument("--soak-hostile-only", action="store_true", help="soak with hostile uploads only")
     p.add_argument("--threads", type=int, help="--threads for both servers (default: the library's)")
     p.add_argument("--also-threads", type=int, help="also run a server batched with --threads N")
     p.add_argument("--also-passive", action="store_true", help="and that one again with OMP_WAIT_POLICY=PASSIVE "
@@ -389,7 +401,7 @@ def main() -> None:
     if a.soak:
         log(f"soak: {a.soak} requests (at most {a.soak_seconds:g} s) against the batched server")
         with Foreign([servers["batched"].pid]) as f:
-            result["soak"] = soak(servers["batched"], raw, a.soak, a.soak_seconds)
+            result["soak"] = soak(servers["batched"], raw, a.soak, a.soak_seconds, hostile_only=a.soak_hostile_only)
         result["soak"]["foreign_cpu"] = f.foreign_cpu
         result["soak"]["peak_rss_mb"] = rss_mb(servers["batched"].pid, "VmHWM")
         log(json.dumps({k: v for k, v in result["soak"].items() if k != "by_kind_status"}))
@@ -404,11 +416,12 @@ def load_rounds(a, servers: dict, bodies: list, bare: BareLoop, save=lambda runs
     """Interleaved rounds: the bare loop, then each client count against every server (order alternating).
     `save(runs)` after each round, so a bench stopped early keeps what it measured."""
     clients = [int(c) for c in a.clients.split(",")]
-    runs: dict = {"bare_img_s": [], "bare_foreign_cpu": [], "bare_bs1_img_s": [], "bare_bs1_foreign_cpu": []}
+    runs: dict = {}
     for r in range(a.rounds):
-        for key, bs in (("bare", 32), ("bare_bs1", 1)):
+        for key, bs, threads in bare_loops():
             with Foreign([s.pid for s in servers.values()]) as f:
-                runs[f"{key}_img_s"].append(bare.img_s(a.bare_passes, bs))
+                runs.setdefault(f"{key}_img_s", []).append(bare.img_s(a.bare_passes, bs, threads=threads))
+            runs.setdefault(f"{key}_foreign_cpu", [])
             runs[f"{key}_foreign_cpu"].append(f.foreign_cpu)
             log(f"round {r + 1}: {key} loop {runs[f'{key}_img_s'][-1]} img/s (foreign CPU {f.foreign_cpu})")
         order = list(servers) if r % 2 == 0 else list(reversed(servers))  # A B (C) then (C) B A
@@ -435,6 +448,18 @@ def load_rounds(a, servers: dict, bodies: list, bare: BareLoop, save=lambda runs
 QUIET = 0.1
 
 
+def bare_loops() -> list[tuple[str, int, int | None]]:
+    """(name, batch size, threads) of the bare loops: with this process's threads (torch's default), and with the
+    threads a server's model gets by default (one less than the CPUs), which is the fair ceiling for it."""
+    import torch
+
+    from visiontune.serving.config import ServeConfig
+
+    n = ServeConfig().model_threads(torch.get_num_threads())
+    return [("bare", 32, None), ("bare_bs1", 1, None), (f"bare_t{n}", 32, n), (f"bare_t{n}_bs8", 8, n),
+            (f"bare_t{n}_bs1", 1, n)]
+
+
 def round_foreign(runs: dict, r: int) -> float:
     """The most foreign CPU seen in any measurement of round r."""
     bare = [v[r] for k, v in runs.items() if k.endswith("_foreign_cpu")]
@@ -447,8 +472,10 @@ def summarize(runs: dict, rounds: list[int], servers: dict, clients: list[int]) 
         return {}
     med = lambda xs: round(statistics.median(xs), 2)  # noqa: E731
     pick = lambda key: [runs[key][r] for r in rounds]  # noqa: E731
-    out: dict = {"rounds": len(rounds), "bare_img_s": med(pick("bare_img_s")),
-                 "bare_bs1_img_s": med(pick("bare_bs1_img_s"))}
+    out: dict = {"rounds": len(rounds)}
+    for key, _, _ in bare_loops():
+        out[f"{key}_img_s"] = med(pick(f"{key}_img_s"))
+    same = bare_loops()[2][0]  # the bare loop with the server's default model threads
     for c in clients:
         for name in servers:
             out[f"{name}_c{c}"] = {k: med([m[k] for m in pick(f"{name}_c{c}")]) for k in ("img_s", "p50_ms", "p99_ms")}
@@ -456,6 +483,7 @@ def summarize(runs: dict, rounds: list[int], servers: dict, clients: list[int]) 
         if "unbatched" in servers:
             out[f"batched_over_unbatched_c{c}"] = med([x["img_s"] / u["img_s"] for x, u in zip(b, pick(f"unbatched_c{c}"))])
         out[f"batched_over_bare_c{c}"] = med([x["img_s"] / y for x, y in zip(b, pick("bare_img_s"))])
+        out[f"batched_over_{same}_c{c}"] = med([x["img_s"] / y for x, y in zip(b, pick(f"{same}_img_s"))])
         for name in servers:
             if name not in ("batched", "unbatched"):
                 out[f"{name}_over_batched_c{c}"] = med([t["img_s"] / x["img_s"] for t, x in zip(pick(f"{name}_c{c}"), b)])
