@@ -6,8 +6,8 @@ import ipaddress
 import math
 import os
 import re
-from pathlib import Path
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from .._core.errors import ConfigError, bad_value, did_you_mean
 

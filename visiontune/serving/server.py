@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 
 from .._core.allocator import keep_freed_memory
 from .._core.errors import ConfigError, ExportError
-from .config import API_KEY_ENV, ServeConfig, is_loopback, require_onnx_runtime, require_serve_extra
+from .config import (
+    API_KEY_ENV,
+    ServeConfig,
+    is_loopback,
+    require_onnx_runtime,
+    require_serve_extra,
+)
 
 GRACEFUL_SECONDS = 30  # in-flight requests get this long after SIGTERM before they are cut
 
