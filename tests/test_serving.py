@@ -25,10 +25,10 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import torch
+from conftest import COLORS, color_image
 from PIL import Image
 
 import visiontune as vt
-from conftest import COLORS, color_image
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")

@@ -6,8 +6,8 @@ import ipaddress
 import math
 import os
 import re
-from pathlib import Path
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from .._core.errors import ConfigError, bad_value, did_you_mean
 
@@ -121,7 +121,7 @@ class ServeConfig:
         """CPU threads for the model: `threads`, else one less than the CPUs this process may use (at least 1, at
         most torch's default). The core left over decodes uploads and runs the HTTP loop, and keeps the model's
         threads from waiting on each other when another process takes a core: on the 2-core bench, all cores
-        were 1.15-1.4x faster on a quiet machine but 5-40x slower next to one busy process (BENCHMARKS.md)."""
+        were 1.15-1.4x faster on a quiet machine but 3-9x slower next to one busy process (BENCHMARKS.md)."""
         return self.threads or max(1, min(library_default, available_cpus() - 1))
 
     def pool_size(self) -> int:

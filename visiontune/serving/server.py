@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 
 from .._core.allocator import keep_freed_memory
 from .._core.errors import ConfigError, ExportError
-from .config import API_KEY_ENV, ServeConfig, is_loopback, require_onnx_runtime, require_serve_extra
+from .config import (
+    API_KEY_ENV,
+    ServeConfig,
+    is_loopback,
+    require_onnx_runtime,
+    require_serve_extra,
+)
 
 GRACEFUL_SECONDS = 30  # in-flight requests get this long after SIGTERM before they are cut
 
@@ -153,7 +159,8 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     if not background:
         _say(f"{model.path.name}: {model.arch}, {len(model.data.classes)} classes, size {model.data.size}; max batch "
              f"{cfg.max_batch}, max wait {cfg.max_wait_ms:g} ms{', TTA' if cfg.tta else ''}")
-        _say(f"listening on {url}  (open it in a browser, or: curl -F file=@cat.jpg {url}/predict)")
+    _say(f"listening on {url}  (open it in a browser, or: curl -F file=@cat.jpg {url}/predict)")
+    if not background:
         if cfg.host in ("0.0.0.0", "::"):
             _say(f"on every network interface: other machines use http://{socket.gethostname()}:{url.rsplit(':', 1)[1]}")
         if not is_loopback(cfg.host) and cfg.api_key is None:
@@ -168,7 +175,7 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
         raise ExportError(f"The model could not be loaded: {fatal[0]}")
     why = f" ({signal.Signals(received[0]).name})" if received else ""
     answered = int(app.state.engine.metrics.requests.total(endpoint="/predict"))
-    _say(f"stopped{why}; answered {answered} prediction requests")
+    _say(f"stopped{why}; answered {answered} requests to /predict")
     return None
 
 
