@@ -7,9 +7,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
 from .._core.errors import ConfigError, bad_value
+from .loader import EpochSampler
 
 IMBALANCED = 5.0  # a ratio of the largest to the smallest class above this is lopsided
 FEW = 10  # a class with fewer training images than this is too small to learn well
@@ -87,25 +87,19 @@ def item_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.as_tensor(w, dtype=torch.float64)
 
 
-class BalancedSampler(Sampler[int]):
+class BalancedSampler(EpochSampler):
     """Draws `len(weights)` items per epoch with replacement, item i with probability proportional to
     weights[i], from a generator seeded by (seed, epoch): classes come up equally often, the epoch keeps the
     data's length, and an epoch's order repeats on every rerun and resume. Under torchrun each of `world`
     processes takes every world-th draw (the same draws on every rank), as DistributedSampler shards."""
 
     def __init__(self, weights: torch.Tensor, seed: int = 42, dataset=None, rank: int = 0, world: int = 1):
-        self.weights, self.seed, self.dataset = weights.double(), int(seed), dataset
-        self.rank, self.world, self.epoch, self.start = rank, max(world, 1), 0, 0
+        super().__init__(len(weights), True, int(seed), dataset)  # set_epoch(epoch, start) and passes as there
+        self.weights, self.rank, self.world = weights.double(), rank, max(world, 1)
         self.num_samples = len(weights) // self.world
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
     def __iter__(self) -> Iterator[int]:
-        if hasattr(self.dataset, "next_pass"):
-            self.dataset.next_pass()
+        self._next_pass()
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         draws = torch.multinomial(self.weights, len(self.weights), replacement=True, generator=g)
         mine = draws[self.rank::self.world][: self.num_samples].tolist()

@@ -133,13 +133,15 @@ def folder_labels(root: Path, train: str = "train", valid: str = "valid", valid_
 # ---------------------------------------------------------------------------------------- name_re
 
 
-def _compile(pat: str) -> re.Pattern:
+def _compile(pat: str, what: str = "pat", error: type[Exception] = ConfigError, example: str = DEFAULT_PAT
+             ) -> re.Pattern:
+    """`pat` compiled, with one group (the label); `what` names the argument or flag in the message."""
     try:
         rx = re.compile(pat)
     except re.error as e:
-        raise ConfigError(f"pat {pat!r} is not a valid regular expression: {e}.") from None
+        raise error(f"{what} {pat!r} is not a valid regular expression: {e}.") from None
     if rx.groups < 1:
-        raise ConfigError(f"pat {pat!r} has no group: put the label part in parentheses, e.g. {DEFAULT_PAT!r}.")
+        raise error(f"{what} {pat!r} has no group: put the label part in parentheses, e.g. {example!r}.")
     return rx
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._core.errors import DataError
 from .decode import is_image_file
+from .labels import _compile
 from .sources import scan_images
 
 VALID_NAMES = ("valid", "val", "validation", "dev")
@@ -217,12 +217,7 @@ def _name_re_layout(root: Path, train_dir: Path, train: str | None, valid: str |
         raise DataError(f"{train_dir} has no images directly in it, and no class folders with images. Expected "
                         f"{train_dir}/<class>/*.jpg or file names that carry the class ({train_dir}/cat.0.jpg).")
     pat = label_re or propose_label_re(files)
-    try:
-        rx = re.compile(pat)
-    except re.error as e:
-        raise DataError(f"--label-re {pat!r} is not a valid regular expression: {e}.") from None
-    if rx.groups < 1:
-        raise DataError(f"--label-re {pat!r} has no group: put the class part in parentheses, e.g. {NAME_RE!r}.")
+    rx = _compile(pat, "--label-re", DataError, NAME_RE)
     labels, unmatched = [], []
     for f in files:
         m = rx.search(f.as_posix())

@@ -29,9 +29,13 @@ class EpochSampler(Sampler[int]):
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[int]:
+    def _next_pass(self) -> None:
+        """Each iteration over the data draws new augmentations (TTA, lr_find cycling the loader)."""
         if hasattr(self.dataset, "next_pass"):
             self.dataset.next_pass()
+
+    def __iter__(self) -> Iterator[int]:
+        self._next_pass()
         if not self.shuffle:
             return iter(range(self.start, self.n))
         g = torch.Generator().manual_seed(self.seed + self.epoch)
