@@ -58,3 +58,29 @@ def image_folder(tmp_path) -> Path:
 @pytest.fixture
 def three_class_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "colors3", classes=("red", "green", "blue"), n_train=20, n_valid=8)
+
+
+# ---------------------------------------------------------------------------- the real browser
+def chromium() -> tuple[str, str] | None:
+    """(browser, chromedriver) paths when both are installed, else None (the browser tests skip)."""
+    import shutil
+
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def chrome_driver(user_dir: Path, *extra: str):
+    """A headless Chromium driven by selenium, with a fresh profile and no background networking (the machine
+    may be offline)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver = chromium()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                "--disable-dev-shm-usage", f"--user-data-dir={user_dir}", *extra):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)

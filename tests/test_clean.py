@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import chrome_driver, make_image_folder
 from PIL import Image, ImageOps
 
 import visiontune as vt
@@ -36,17 +37,19 @@ from visiontune.clean import (
     find_label_issues,
     find_multilabel_issues,
     load_data,
-    plan_apply,
     undo_decisions,
 )
 from visiontune.clean import dupes as D
 from visiontune.clean.confident import calibrate_joint, per_class_thresholds
 from visiontune.clean.fix import data_lock
 from visiontune.clean.issues import COLUMNS
-from visiontune.clean.oof import fit_full_head, fold_ids, out_of_fold_probs, predict_head
+from visiontune.clean.oof import (
+    fit_full_head,
+    fold_ids,
+    out_of_fold_probs,
+    predict_head,
+)
 from visiontune.errors import ConfigError, DataError
-
-from conftest import make_image_folder
 
 SRC = Path("/work/shared/data/dogscats")
 needs_photos = pytest.mark.skipif(not (SRC / "train" / "cat.0.jpg").is_file(), reason="the dogscats photos are not here")
@@ -629,19 +632,6 @@ def test_review_in_a_notebook_is_an_iframe_to_the_running_page(found, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- the real browser
-def _driver(user_dir: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                "--disable-dev-shm-usage", f"--user-data-dir={user_dir}", "--window-size=1280,900"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=opts)
-
-
 def _start_review(args: list[str]) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "visiontune", "clean", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env())
@@ -685,7 +675,7 @@ def test_review_page_in_headless_chromium_then_apply_and_undo(tmp_path):
     proc, url = _start_review([str(root), "--review", "--size", str(SIZE), "--test", "test1", "--out", str(runs)])
     assert tree_hash(root) == before  # finding and serving wrote nothing into the data
     clean = CleanDir(next(runs.glob("dogscats/clean-*")))
-    driver = _driver(tmp_path / "chromium-profile")
+    driver = chrome_driver(tmp_path / "chromium-profile", "--window-size=1280,900")
     wait = WebDriverWait(driver, 60)
     a_file, b_file = f"train/cats/{nasty}", "train/cats/dog.31.jpg"
 

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import chrome_driver, chromium, make_image_folder
 from PIL import Image
 
 import visiontune as vt
 from visiontune.errors import CheckpointError, DataError
 from visiontune.interpret.report import SECTIONS, render_report, write_report
 from visiontune.runs import load_run, report_run
-
-from conftest import make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -157,36 +156,16 @@ def test_visiontune_report_rebuilds_a_finished_cli_run(image_folder, tmp_path, c
 
 
 # ---------------------------------------------------------------------------- the real browser
-def _chromium() -> tuple[str, str] | None:
-    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
-def _driver(user_dir: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = _chromium()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                "--disable-dev-shm-usage", f"--user-data-dir={user_dir}"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
-
-
 IMAGES_JS = "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])"
 
 
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium_at_phone_and_desktop_width(api_run, tmp_path):
-    if _chromium() is None:
+    if chromium() is None:
         pytest.skip("Chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium", reason="the selenium package drives Chromium (pip install visiontune[dev])")
     url = (api_run.run.path / "report.html").resolve().as_uri()
-    driver = _driver(tmp_path / "chromium-profile")
+    driver = chrome_driver(tmp_path / "chromium-profile")
     shots = Path(os.environ.get("VISIONTUNE_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     try:

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import torch
-from conftest import COLORS, color_image
+from conftest import COLORS, chrome_driver, chromium, color_image
 from PIL import Image
 
 import visiontune as vt
@@ -611,28 +611,6 @@ def test_import_visiontune_does_not_import_the_server():
 
 
 # ---------------------------------------------------------------------------- the upload page
-def _chromium():
-    import shutil
-
-    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
-def _driver(user_dir: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = _chromium()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                "--disable-dev-shm-usage", f"--user-data-dir={user_dir}"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
-
-
 def test_upload_page_is_self_contained(client):
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
@@ -644,13 +622,13 @@ def test_upload_page_is_self_contained(client):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_upload_page_in_headless_chromium_shows_labels_as_text(server, images, reference, tmp_path):
-    if _chromium() is None:
+    if chromium() is None:
         pytest.skip("Chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium", reason="the selenium package drives Chromium (pip install visiontune[dev])")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = _driver(tmp_path / "chromium-profile")
+    driver = chrome_driver(tmp_path / "chromium-profile")
     try:
         driver.get(server.url + "/")
         WebDriverWait(driver, 20).until(lambda d: "efficientnet_lite0" in d.find_element(By.ID, "model").text)
