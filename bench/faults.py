@@ -82,19 +82,40 @@ def env_for(home: Path, failpoint: str | None = None) -> dict:
     return env
 
 
-def start(args, home: Path, failpoint: str | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "visiontune", *map(str, args)], env=env_for(home, failpoint),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+FORKS = None  # a vtfork.ForkServer unless --exec: processes forked from a server that imported visiontune once
+LIVE: set = set()  # processes started and not yet reaped, killed when the campaign is stopped
 
 
-def finish(p: subprocess.Popen, t0: float, timeout: float = TIMEOUT) -> Proc:
+def start(args, home: Path, failpoint: str | None = None):
+    """Start `visiontune ARGS` (a fork of the server, or with --exec a fresh `python -m visiontune`)."""
+    argv, env = [str(a) for a in args], env_for(home, failpoint)
+    if FORKS is not None:
+        p = FORKS.start(argv, env)
+    else:
+        p = subprocess.Popen([sys.executable, "-m", "visiontune", *argv], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    LIVE.add(p)
+    return p
+
+
+def finish(p, t0: float, timeout: float = TIMEOUT) -> Proc:
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
         raise Hung(" ".join(map(str, p.args[2:5])))
+    finally:
+        LIVE.discard(p)
     return Proc(p.returncode, out, err, time.perf_counter() - t0)
+
+
+def kill_live() -> None:
+    for p in list(LIVE):
+        with contextlib.suppress(Exception):
+            p.kill()
+            p.communicate(timeout=30)
+    LIVE.clear()
 
 
 def vt(args, home: Path, failpoint: str | None = None, kill_after: float | None = None,
@@ -312,6 +333,7 @@ class Campaign:
     quick: bool = False
     refs: dict[str, Reference] = field(default_factory=dict)
     mount_problem: str | None = None
+    stopped: bool = False
 
     def __post_init__(self) -> None:
         self.data = make_data(self.work / "data")
@@ -336,6 +358,16 @@ class Campaign:
                                           json.loads((run / "results.json").read_text())["metrics"],
                                           time.perf_counter() - t0, len(events))
         return self.refs[config]
+
+    def export_seconds(self) -> float:
+        """How long an uninterrupted `visiontune export` of the reference run takes (measured once)."""
+        if not hasattr(self, "_export_seconds"):
+            ref = self.reference("precompute")
+            p = vt(["export", ref.run, "--out", self.work / "export-timing.vt"], self.warm)
+            if p.rc != 0:
+                raise SystemExit(f"export of the reference run failed:\n{p.err[-3000:]}")
+            self._export_seconds = p.seconds
+        return self._export_seconds
 
     def home(self, t: Trial, warm: bool) -> Path:
         home = self.work / f"t{t.number}" / "home"
@@ -373,17 +405,37 @@ class Campaign:
     def kill_train(self, t: Trial, rng: random.Random, config: str, sig: int = signal.SIGKILL) -> None:
         ref = self.reference(config)
         home, out = self.home(t, warm=True), self.work / f"t{t.number}" / "runs"
+        name = signal.Signals(sig).name
+        at_batch = sig != signal.SIGKILL and rng.random() < 0.5
         if sig == signal.SIGKILL and rng.random() < 0.5:
             point = rng.choice(["batch", "batch", "checkpoint-partial", "checkpoint-written", "checkpoint-renamed"])
             n = rng.randint(1, ref.batches if point == "batch" else 4)  # 4 checkpoints: 2 epochs + 2 fit ends
             t.fault = f"kill -9 at failpoint {point}:{n}"
             first = vt(["train", self.data, *self.configs[config], "--out", out], home, failpoint=f"{point}:{n}")
+        elif at_batch:  # the signal sent from inside a random training batch: certainly mid-epoch
+            n = rng.randint(1, ref.batches)
+            t.fault = f"{name} during training batch {n} of {ref.batches}"
+            first = vt(["train", self.data, *self.configs[config], "--out", out], home,
+                       failpoint=f"batch:{n}:{name}")
         else:
             delay = rng.uniform(0.15, 0.85) * ref.seconds
-            t.fault = f"{signal.Signals(sig).name} after {delay:.1f}s"
+            t.fault = f"{name} after {delay:.1f}s"
             first = vt(["train", self.data, *self.configs[config], "--out", out], home, kill_after=delay, sig=sig)
         if first.rc == 0:
             t.fault += " (the run had finished)"
+        elif sig != signal.SIGKILL:
+            stopped = "stopped at phase" in first.err
+            run = the_run(out)
+            status = json.loads((run / "status.json").read_text()).get("status") if run and \
+                (run / "status.json").exists() else None
+            if stopped and status != "interrupted":
+                t.outcome, t.detail = "corrupt", f"stopped at a batch end but status is {status}"
+                return
+            if at_batch and not stopped:
+                t.outcome, t.detail = "corrupt", f"{name} inside a batch did not stop at its end: {first.err[-300:]}"
+                return
+            t.fault += " (stopped at the batch end, checkpoint saved)" if stopped else \
+                " (before the run installed its handler: the default action, like kill -9)"
         self.judge_recovery(t, out, home, config, first)
 
     def kill_resume(self, t: Trial, rng: random.Random, config: str) -> None:
@@ -423,7 +475,7 @@ class Campaign:
             t.fault = f"kill -9 at failpoint {point}:1"
             first = vt(["export", run], home, failpoint=f"{point}:1")
         else:
-            delay = rng.uniform(3.0, 15.0)
+            delay = rng.uniform(0.1, 0.9) * self.export_seconds()
             t.fault = f"kill -9 after {delay:.1f}s"
             first = vt(["export", run], home, kill_after=delay)
         try:
@@ -443,13 +495,119 @@ class Campaign:
         same = old.keys() == new.keys() and all(old[k].equal(new[k]) for k in old)
         t.outcome, t.detail = ("exact", "same weights as before") if same else ("diff", "the weights changed")
 
+    # ---------------------------------------------------------------- clean --apply
+    def clean_setup(self) -> dict:
+        """Once: a copy of the data with planted cross-class copies, duplicates and a leak, and the clean folder
+        `visiontune clean` wrote for it (its issues list the files a journal may decide on)."""
+        if not hasattr(self, "_clean"):
+            base = self.work / "clean"
+            pristine, data = base / "pristine", base / "data"
+            shutil.copytree(self.data, pristine, copy_function=shutil.copy2)
+            for src, dst in (("train/cats", "train/dogs"), ("train/dogs", "train/cats"), ("train/cats", "valid/cats"),
+                             ("train/dogs", "train/dogs")):
+                first = sorted((pristine / src).iterdir())[0]
+                shutil.copy2(first, pristine / dst / f"copy-{first.name}")
+            shutil.copytree(pristine, data, copy_function=shutil.copy2)
+            p = vt(["clean", data, "--out", base / "runs", "--size", "32"], base / "home")
+            if p.rc != 0:
+                raise SystemExit(f"visiontune clean failed:\n{p.err[-3000:]}")
+            folder = next((base / "runs").glob("*/clean-*"))
+            shutil.copytree(folder, base / "clean-pristine")
+            record = json.loads((folder / "issues.json").read_text())
+            self._clean = {"base": base, "pristine": pristine, "data": data, "folder": folder, "record": record,
+                           "digest": tree_digest(pristine)}
+        return self._clean
+
+    def kill_clean_apply(self, t: Trial, rng: random.Random) -> None:
+        """kill -9 of `clean --apply` at a random move or moment. Then: every file whole in exactly one place;
+        `clean --apply` again finishes, giving what an uninterrupted apply gives; `--undo` gives back the
+        data folder byte for byte."""
+        from visiontune.clean.journal import Journal
+
+        c = self.clean_setup()
+        data, folder, home = c["data"], c["folder"], c["base"] / "home"
+
+        def reset() -> None:
+            shutil.rmtree(data)
+            shutil.copytree(c["pristine"], data, copy_function=shutil.copy2)
+            shutil.rmtree(folder)
+            shutil.copytree(c["base"] / "clean-pristine", folder)
+
+        def contents() -> list[str]:
+            return sorted(hashlib.sha256(p.read_bytes()).hexdigest() for r in (data, folder / "trash")
+                          if r.exists() for p in r.rglob("*") if p.is_file())
+
+        def layout() -> str:
+            return tree_digest(data) + tree_digest(folder / "trash") if (folder / "trash").exists() else tree_digest(data)
+
+        def decide() -> int:
+            record = c["record"]
+            files = sorted(record["files"])
+            picked = rng.sample(files, rng.randint(2, len(files)))
+            j = Journal(folder / "journal.jsonl", record["files"], record["classes"])
+            for f in picked:
+                other = [k for k in record["classes"] if k != record["files"][f]["label"]]
+                j.append(f, "delete") if rng.random() < 0.5 else j.append(f, "relabel", other[0])
+            return len(picked)
+
+        reset()
+        trial_rng_state = rng.getstate()
+        n = decide()
+        before = contents()
+        t0 = time.perf_counter()
+        ref = vt(["clean", "--apply", folder, "--yes"], home)
+        seconds = time.perf_counter() - t0
+        if ref.rc != 0:
+            t.outcome, t.detail = "corrupt", f"uninterrupted apply failed: {ref.err.strip()[-300:]}"
+            return
+        expected = layout()
+        reset()
+        rng.setstate(trial_rng_state)
+        decide()
+        if rng.random() < 0.5:
+            k = rng.randint(1, n)
+            t.fault = f"kill -9 at failpoint clean-move:{k} of {n} moves"
+            first = vt(["clean", "--apply", folder, "--yes"], home, failpoint=f"clean-move:{k}")
+        else:
+            delay = rng.uniform(0.1, 0.9) * seconds
+            t.fault = f"kill -9 after {delay:.1f}s ({n} moves)"
+            first = vt(["clean", "--apply", folder, "--yes"], home, kill_after=delay)
+        if first.rc == 0:
+            t.fault += " (the apply had finished)"
+        left = partial_files(data, folder) + [p for p in data.rglob(".*.partial")]
+        if contents() != before or left:
+            t.outcome, t.detail = "corrupt", f"after the kill: files lost or doubled, or partial files {left}"
+            return
+        state = json.loads((folder / "applied.json").read_text())["state"] if (folder / "applied.json").exists() \
+            else None
+        if state == "applied":  # killed after its last record (dropping cache entries): done; a new apply refuses
+            again = vt(["clean", "--apply", folder, "--yes"], home)
+            if not (clear_error(again) and "applied already" in again.err):
+                t.outcome, t.detail = "corrupt", f"apply of an applied folder: rc {again.rc}: {again.err[-300:]}"
+                return
+            again.rc = 0
+            t.fault += " (after the apply had recorded its end)"
+        elif first.rc != 0:
+            again = vt(["clean", "--apply", folder, "--yes"], home)
+        else:
+            again = first
+        if again.rc != 0 or layout() != expected:
+            t.outcome, t.detail = "corrupt", f"apply again: rc {again.rc}, same as uninterrupted: " \
+                f"{layout() == expected}: {again.err.strip()[-300:]}"
+            return
+        undo = vt(["clean", "--undo", folder], home)
+        if undo.rc != 0 or tree_digest(data) != c["digest"]:
+            t.outcome, t.detail = "corrupt", f"undo: rc {undo.rc}, data restored {tree_digest(data) == c['digest']}"
+            return
+        t.outcome, t.detail = "exact", "apply again finished it; undo restored the data folder byte for byte"
+
     # ---------------------------------------------------------------- concurrency
     def two_trains(self, t: Trial, rng: random.Random) -> None:
         config = rng.choice(list(CONFIGS))
-        self.reference(config)
+        ref = self.reference(config)
         home = self.home(t, warm=False)  # both build the image cache at once
         outs = [self.work / f"t{t.number}" / f"runs{i}" for i in (1, 2)]
-        gap = rng.uniform(0.0, 3.0)
+        gap = rng.uniform(0.0, 0.5) * ref.seconds
         t.fault = f"two train ({config}) on one data and cache folder, {gap:.1f}s apart"
         t0 = time.perf_counter()
         a = start(["train", self.data, *self.configs[config], "--out", outs[0]], home)
@@ -475,7 +633,7 @@ class Campaign:
         out = self.work / f"t{t.number}" / "runs"
         csv_ref, csv_new = self.work / f"t{t.number}" / "ref.csv", self.work / f"t{t.number}" / "during.csv"
         vt(["predict", ref.run / "model.vt", self.data / "valid", "--csv", csv_ref], home)
-        gap = rng.uniform(0.0, 8.0)
+        gap = rng.uniform(0.0, 0.6) * ref.seconds
         t.fault = f"predict {gap:.1f}s after a train started building the cache"
         t0 = time.perf_counter()
         a = start(["train", self.data, *self.configs["plain"], "--out", out], home)
@@ -677,6 +835,7 @@ class Campaign:
             ("kill -9 image-cache build", 1, lambda t, r: self.kill_build(t, r, "image-cache")),
             ("kill -9 precompute build", 1, lambda t, r: self.kill_build(t, r, "precompute")),
             ("kill -9 export", 1, self.kill_export),
+            ("kill -9 clean --apply", 1, self.kill_clean_apply),
             ("SIGTERM train", 1, lambda t, r: self.kill_train(t, r, r.choice(list(CONFIGS)), signal.SIGTERM)),
             ("SIGINT train", 1, lambda t, r: self.kill_train(t, r, r.choice(list(CONFIGS)), signal.SIGINT)),
             ("two train, one cache", 1, self.two_trains),
@@ -695,7 +854,8 @@ class Campaign:
         kinds = self.kinds()
         if self.quick:
             cheap = ["kill -9 train (--precompute)", "kill -9 resume", "kill -9 precompute build",
-                     "kill -9 image-cache build", "kill -9 export", "two resume of one run", "disk full: checkpoint"]
+                     "kill -9 image-cache build", "kill -9 export", "kill -9 clean --apply", "two resume of one run",
+                     "disk full: checkpoint", "SIGTERM train"]
             damage = [x for x in kinds if x[0].startswith("damage")]
             kinds = [x for x in kinds if x[0] in cheap] + damage
             names = [k for k, _, _ in kinds]
@@ -708,10 +868,11 @@ class Campaign:
         rng.shuffle(order)
         return order
 
-    def run(self, n: int, log=print) -> list[Trial]:
+    def run(self, n: int, log=print, into: list[Trial] | None = None) -> list[Trial]:
+        """Run `n` trials, appending each to `into` as it ends; Ctrl-C kills the trial's processes and stops."""
         rng = random.Random(self.seed)
         table = {k: f for k, _, f in self.kinds()}
-        trials = []
+        trials = [] if into is None else into
         for i, kind in enumerate(self.schedule(n, rng)):
             t = Trial(i, kind)
             trng = random.Random(f"{self.seed}-{i}")  # each trial reproducible on its own
@@ -720,6 +881,11 @@ class Campaign:
                 table[kind](t, trng)
             except Hung as e:
                 t.outcome, t.detail = "hung", str(e)
+            except KeyboardInterrupt:
+                kill_live()
+                log(f"[{i + 1}/{n}] {t.kind}: stopped by Ctrl-C; {len(trials)} trials finished")
+                self.stopped = True
+                break
             digest = tree_digest(self.data)
             if digest != self.data_digest:
                 t.outcome, t.detail = "corrupt", "THE DATA FOLDER CHANGED"
@@ -736,14 +902,15 @@ def _first_notice(err: str) -> str:
     return (lines[0] if lines else "(none)")[:200]
 
 
-def table(trials: list[Trial], seed: int, n: int, quick: bool) -> str:
+def table(trials: list[Trial], seed: int, n: int, quick: bool, exec_: bool = False) -> str:
     """The markdown table: per kind, trials and outcomes, with the command that reproduces them."""
     by = defaultdict(Counter)
     secs = defaultdict(float)
     for t in trials:
         by[t.kind][t.outcome] += 1
         secs[t.kind] += t.seconds
-    cmd = f"python bench/faults.py --trials {n} --seed {seed}" + (" --quick" if quick else "")
+    cmd = f"python bench/faults.py --trials {n} --seed {seed}" + (" --quick" if quick else "") + \
+        (" --exec" if exec_ else "")
     lines = [f"Command: `{cmd}`", "",
              "| fault | trials | recovered exactly | recovered with a difference | clear error | corrupt | hung "
              "| skipped | seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -759,28 +926,50 @@ def table(trials: list[Trial], seed: int, n: int, quick: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global FORKS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="cheap kinds only (the CI short mode)")
+    ap.add_argument("--exec", action="store_true",
+                    help="start every visiontune process as a fresh interpreter (about 6 s more each) instead of a "
+                         "fork of a server that imported visiontune once")
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one, removed after)")
-    ap.add_argument("--json", type=Path, help="write every trial here")
+    ap.add_argument("--json", type=Path, help="write every trial here (after each trial)")
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="vt-faults-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    os.environ["COLUMNS"] = "200"  # the fork server's console width, as env_for gives fresh processes
+    trials: list[Trial] = []
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if args.json:
+            args.json.write_text(json.dumps([vars(t) for t in trials], indent=1))
+
     try:
+        if not args.exec:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from vtfork import ForkServer
+
+            (work / "procs").mkdir(exist_ok=True)
+            FORKS = ForkServer(work / "procs")
         camp = Campaign(work, args.seed, args.quick)
-        trials = camp.run(args.trials)
+        camp.run(args.trials, log=log, into=trials)
+    except KeyboardInterrupt:
+        kill_live()
+        print(f"stopped by Ctrl-C after {len(trials)} trials")
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     print()
-    print(table(trials, args.seed, args.trials, args.quick))
-    print(f"\n{len(trials)} trials in {time.perf_counter() - t0:.0f}s")
+    how = "fresh interpreters" if args.exec else "forks of a server that imported visiontune"
+    print(table(trials, args.seed, args.trials, args.quick, args.exec))
+    print(f"\n{len(trials)} trials in {time.perf_counter() - t0:.0f}s (visiontune processes: {how})")
     if args.json:
         args.json.write_text(json.dumps([vars(t) for t in trials], indent=1))
-    return 1 if any(t.outcome in ("corrupt", "hung") for t in trials) else 0
+    return 1 if any(t.outcome in ("corrupt", "hung") for t in trials) or len(trials) < args.trials else 0
 
 
 if __name__ == "__main__":

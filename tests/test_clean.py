@@ -121,6 +121,12 @@ def make_dogscats(root: Path, dogs: str = "dogs", flipped_name: str | None = Non
                                                                         ("test1/750.jpg", "test1/789.jpg")]}
 
 
+def contents(*roots: Path) -> list[str]:
+    """The SHA-256 of every file under `roots`, sorted: equal lists = the same files, wherever they are."""
+    return sorted(hashlib.sha256(p.read_bytes()).hexdigest() for r in roots if r.exists() for p in r.rglob("*")
+                  if p.is_file())
+
+
 def rel(root: Path, p: Path) -> str:
     return p.relative_to(root).as_posix()
 
@@ -495,6 +501,36 @@ def test_apply_skips_vanished_files_and_undo_restores_the_tree(found, tmp_path):
     with pytest.raises(DataError, match="undone already"):
         undo_decisions(clean)
     del before
+
+
+@pytest.mark.slow
+def test_an_apply_killed_between_two_moves_is_finished_by_applying_again(found, tmp_path):
+    """kill -9 after the second of four moves (the fault campaign's `kill -9 clean --apply`): every file whole in
+    exactly one place; apply again finishes the recorded moves (it used to refuse: "applied already"), giving
+    the tree an uninterrupted apply gives; undo then gives back the original tree."""
+    root, planted, issues, clean = found
+    done_clean, done_root = relocated(clean, root, tmp_path / "uninterrupted")
+    clean, root = relocated(clean, root, tmp_path / "killed")
+    flip_a, flip_b = (rel(root, root / "train" / "cats" / f.name) for f in planted["flips"])
+    leak = rel(root, root / "valid" / "cats" / "cat.0-copy.jpg")
+    tiny = rel(root, root / "train" / "cats" / "tiny.png")
+    decisions = ((flip_a, "relabel", "dogs"), (flip_b, "relabel", "dogs"), (leak, "delete"), (tiny, "delete"))
+    _decide(clean, *decisions)
+    _decide(done_clean, *decisions)
+    original, before = tree_hash(root), contents(root)
+    apply_decisions(done_clean)
+    r = cli("clean", "--apply", str(clean.path), env={**env(), "VISIONTUNE_FAILPOINT": "clean-move:2"})
+    assert r.returncode == -9, r.stderr
+    moved = [p for p in (root / flip_a, root / flip_b, root / leak, root / tiny) if not p.exists()]
+    assert len(moved) == 2 and json.loads(clean.applied.read_text())["state"] == "applying"
+    assert contents(root, clean.trash) == before  # nothing lost, nothing doubled, nothing half-written
+    r = cli("clean", "--apply", str(clean.path))
+    assert r.returncode == 0, r.stderr
+    assert tree_hash(root) == tree_hash(done_root) and tree_hash(clean.trash) == tree_hash(done_clean.trash)
+    with pytest.raises(DataError, match="applied already"):
+        apply_decisions(clean)
+    assert undo_decisions(clean) == 4
+    assert tree_hash(root) == original and not clean.trash.exists()
 
 
 @pytest.mark.slow

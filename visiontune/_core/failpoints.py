@@ -5,7 +5,8 @@ same as `kill -9` or a power cut) to the process the n-th time it passes `<point
 `batch` (after a training batch), `checkpoint-partial` (checkpoint half written to its temporary file),
 `checkpoint-written` (temporary file complete and synced, not yet renamed), `checkpoint-renamed`
 (renamed, older checkpoints not yet pruned), the same three for `export-*` (model.vt), `image-cache` (after
-each image appended to a cache segment being built) and `precompute` (after each batch of activations).
+each image appended to a cache segment being built), `precompute` (after each batch of activations) and
+`clean-move` (after each file `clean --apply` or `--undo` moved).
 Unset, `failpoint()` costs one dictionary lookup.
 """
 

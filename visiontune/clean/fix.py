@@ -4,7 +4,9 @@
 delete moves it into the clean folder's `trash/` at its path relative to the data folder; nothing is ever
 unlinked or overwritten. The plan is checked in full before the first move (files that vanished or changed
 since `clean` ran are skipped and counted, folders must be writable, a new class folder needs consent), and
-`applied.json` is written and fsynced before the first move, so an interrupted apply can be undone.
+`applied.json` is written and fsynced before the first move, so an interrupted apply (a crash, kill -9, a power
+cut) can be finished by running apply again, or undone; every move is a rename (or, across file systems, a copy
+to a temporary name, fsync, rename, then the source removed), so a file is always whole in one of its places.
 `undo_decisions(clean)` moves every file back (byte-identical: the same files, renamed back) and removes the
 folders apply created. Both hold a per-data-folder lock: a second apply or undo of the same data refuses.
 Afterwards, the image-cache entries and activation caches that covered the moved files are dropped.
@@ -24,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from .._core.errors import ConfigError, DataError, VisiontuneError
+from .._core.failpoints import failpoint
 from .._core.paths import cache_home
 from ..runs.cleandir import CleanDir
 from .csvlabels import CsvLabels, csv_changes, replace_bytes, rewritten
@@ -254,7 +257,9 @@ def _check_writable(plan: ApplyPlan) -> None:
 
 # ---------------------------------------------------------------------------------------- moving
 def _move(src: Path, dst: Path) -> None:
-    """Move without ever replacing a file (rename, or copy with metadata + delete across file systems)."""
+    """Move without ever replacing a file: a rename, or across file systems a copy (with metadata) to a
+    temporary name, fsync, rename, then the source removed, so a crash leaves the file whole in one place
+    (or, just before the last step, identical in both)."""
     if os.path.lexists(dst):
         raise DataError(f"{dst} appeared while moving files; nothing was overwritten. Run `visiontune clean --undo` "
                         f"to put back what moved.")
@@ -264,7 +269,44 @@ def _move(src: Path, dst: Path) -> None:
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
-        shutil.move(src, dst)
+        _copy_whole(src, dst)
+        src.unlink()
+    failpoint("clean-move")
+
+
+def _copy_whole(src: Path, dst: Path) -> None:
+    """Copy `src` to `dst` (bytes and times) through a temporary file: `dst` never exists half-written."""
+    tmp = dst.with_name(f".{dst.name}.partial")
+    try:
+        shutil.copy2(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.rename(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    import filecmp
+
+    return a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)
+
+
+def _finish_move(src: Path, dst: Path) -> str:
+    """One recorded move of an interrupted apply -> 'moved' (done now), 'done' (done before the interruption) or
+    'conflict' (both places hold different files, or neither holds it)."""
+    for stale in (dst.with_name(f".{dst.name}.partial"), src.with_name(f".{src.name}.partial")):
+        stale.unlink(missing_ok=True)  # a cross-device copy cut short: the source is still whole
+    there, here = os.path.lexists(dst), os.path.lexists(src)
+    if here and not there:
+        _move(src, dst)
+        return "moved"
+    if there and not here:
+        return "done"
+    if there and _same_bytes(src, dst):  # copied across file systems, cut before the source was removed
+        src.unlink()
+        return "done"
+    return "conflict"
 
 
 def _write_record(clean: CleanDir, record: dict) -> None:
@@ -286,6 +328,13 @@ def _read_applied(clean: CleanDir) -> dict | None:
                         f"a backup, or put the files back by hand from {clean.trash}.") from None
 
 
+def apply_state(clean: str | os.PathLike | CleanDir) -> str | None:
+    """None (never applied), "applying" (an apply was interrupted: apply again finishes it), "applied" or "undone"."""
+    clean = clean if isinstance(clean, CleanDir) else CleanDir.open(clean)
+    done = _read_applied(clean)
+    return None if done is None else done.get("state")
+
+
 def apply_decisions(clean: str | os.PathLike | CleanDir, create_classes: bool = False, dry_run: bool = False
                     ) -> ApplyPlan:
     """Carry out the clean folder's journal (`dry_run=True`: only plan it) -> the plan, `applied` when done.
@@ -296,9 +345,11 @@ def apply_decisions(clean: str | os.PathLike | CleanDir, create_classes: bool = 
     record, data = _record(clean)
     with data_lock(data, clean):
         done = _read_applied(clean)
-        if done is not None and done.get("state") in ("applying", "applied"):
+        if done is not None and done.get("state") == "applied":
             raise DataError(f"{clean.path} was applied already ({done.get('time', '')}). Run `visiontune clean --undo "
                             f"{clean.path}` first to apply it again, or run `visiontune clean DATA` for a new review.")
+        if done is not None and done.get("state") == "applying":
+            return _finish_interrupted(clean, record, done, dry_run)
         plan = plan_apply(clean)
         if dry_run:
             return plan
@@ -318,7 +369,7 @@ def apply_decisions(clean: str | os.PathLike | CleanDir, create_classes: bool = 
         if plan.csv_changes:
             target = plan.csv.file(data)
             new = rewritten(plan.csv, data, plan.csv_changes)
-            shutil.copy2(target, clean.path / CSV_BACKUP)  # the original, bytes and time, for undo
+            _copy_whole(target, clean.path / CSV_BACKUP)  # the original, bytes and time, for undo
             replace_bytes(target, new)
         for d in plan.created_dirs:
             (data / d).mkdir(exist_ok=True)
@@ -330,6 +381,41 @@ def apply_decisions(clean: str | os.PathLike | CleanDir, create_classes: bool = 
         plan.applied = True
         plan.invalidated = invalidate_caches(record, [m.src for m in plan.moves] +
                                              [m.dst for m in plan.moves if m.action == "relabel"])
+    return plan
+
+
+def _finish_interrupted(clean: CleanDir, record: dict, state: dict, dry_run: bool) -> ApplyPlan:
+    """Carry out the rest of an apply that was interrupted (its applied.json says "applying"): the moves it
+    recorded, not a new plan, so the files it had moved already are not counted as vanished."""
+    data = Path(record["data"])
+    plan = ApplyPlan(clean, data, moves=[Move(m["action"], check_relative(m["src"]), check_relative(m["dst"]),
+                                              m.get("label")) for m in state["moves"]],
+                     created_dirs=list(state.get("created_dirs", [])))
+    if state.get("csv"):
+        plan.csv = CsvLabels.from_dict(state["csv"]["labels"])
+        plan.csv_changes = [tuple(c) for c in state["csv"]["changes"]]
+    if dry_run:
+        return plan
+    if plan.csv_changes:
+        target, backup = plan.csv.file(data), clean.path / state["csv"]["backup"]
+        if not backup.is_file():  # interrupted before the (atomic) backup: the label file is the original
+            _copy_whole(target, backup)
+        if target.read_bytes() == backup.read_bytes():
+            replace_bytes(target, rewritten(plan.csv, data, plan.csv_changes))
+    for d in plan.created_dirs:
+        (data / d).mkdir(parents=True, exist_ok=True)
+    outcomes = [_finish_move(data / m.src, (data / m.dst) if m.action == "relabel" else (clean.trash / m.dst))
+                for m in plan.moves]
+    bad = [m.src for m, o in zip(plan.moves, outcomes) if o == "conflict"]
+    if bad:
+        raise DataError(f"An interrupted apply of {clean.path} cannot be finished: {len(bad)} file(s) are in neither "
+                        f"place or in both with different bytes (e.g. {bad[0]}). Nothing was overwritten; run "
+                        f"`visiontune clean --undo {clean.path}` to put back what moved.")
+    state["state"] = "applied"
+    _write_record(clean, state)
+    plan.applied = True
+    plan.invalidated = invalidate_caches(record, [m.src for m in plan.moves] +
+                                         [m.dst for m in plan.moves if m.action == "relabel"])
     return plan
 
 

@@ -136,7 +136,7 @@ def _serve(folder, host: str, port: int, open_browser: bool) -> None:
 
 
 def _apply_or_undo(folder, undo: bool, dry_run: bool, yes: bool) -> None:
-    from ..clean.fix import apply_decisions, plan_apply, undo_decisions
+    from ..clean.fix import apply_decisions, apply_state, plan_apply, undo_decisions
 
     if undo:
         n = undo_decisions(folder)
@@ -147,8 +147,11 @@ def _apply_or_undo(folder, undo: bool, dry_run: bool, yes: bool) -> None:
         _console.out.print("Dry run: nothing was moved.")
         return
     create = yes
+    interrupted = apply_state(folder) == "applying"
     plan = plan_apply(folder)
-    if plan.new_classes and not yes:
+    if interrupted:
+        _console.out.print(f"An apply of {folder.path} was interrupted; finishing the moves it recorded.", markup=False)
+    elif plan.new_classes and not yes:
         names = ", ".join(repr(c) for c in plan.new_classes)
         if not sys.stdin.isatty():
             raise ConfigError(f"The decisions relabel files to new class(es) {names}; applying creates their folders "
