@@ -150,6 +150,24 @@ def test_resume_refuses_a_config_yaml_changed_since_the_checkpoint(small_folder,
     RunDir(tmp_path / "run").check_unlocked()  # the refusal released the lock
 
 
+# ---------------------------------------------------------------------------- left-overs of a kill -9
+def test_a_writer_killed_before_its_rename_leaves_no_partial_file_behind_the_next_write(tmp_path):
+    """Found by the campaign (kill -9 at export-partial, then export again): the dead writer's temporary
+    model.vt stayed in the run folder for good. The next write of the same file removes it, but never the
+    temporary file of a writer that is still alive."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    target = tmp_path / "model.vt"
+    stale = tmp_path / f".model.vt.{dead.pid}-abc123.partial"
+    live = tmp_path / f".model.vt.{os.getppid()}-def456.partial"
+    other = tmp_path / f".config.yaml.{dead.pid}-abc123.partial"
+    for p in (stale, live, other):
+        p.write_bytes(b"half")
+    write_bytes(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert not stale.exists() and live.exists() and other.exists()  # only this file's, only dead writers'
+
+
 # ---------------------------------------------------------------------------- a full disk
 @pytest.fixture
 def tiny_disk():

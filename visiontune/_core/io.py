@@ -5,6 +5,7 @@ or the new one and never half of one, whatever kills the process."""
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import shutil
 import uuid
@@ -78,6 +79,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], failp
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path)
     tmp = partial_name(path)
     try:
         _write_synced(tmp, write, failpoints)
@@ -118,6 +120,25 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """`atomic_write` of a binary file."""
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), size_hint=len(data))
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Remove the temporary files of `path` left by writers that died (kill -9, power cut) before renaming
+    them: each names its writer's pid, and a live writer's file is left alone."""
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*-*.partial"):
+        pid = p.name[len(path.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def remove_partial_files(folder: Path) -> None:
