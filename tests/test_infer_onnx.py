@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+import visiontune as vt
+
 from infer_helpers import tiny_learner
 from visiontune.infer.predict import item_to_tensor, prepare_batch
 
@@ -42,3 +44,43 @@ def test_onnx_fixed_batch_and_opset(tmp_path):
     model = onnx.load(str(path))
     assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {18}
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+
+
+@pytest.mark.slow
+def test_predict_backend_onnx_matches_torch_with_bad_files_and_from_the_shell(tmp_path, monkeypatch):
+    """`predict --backend onnx`: the exported graph, cached by the weights' digest, gives the torch path's
+    probabilities (< 1e-4) in the same rows, a corrupt file still gets its error row, and --tta is refused."""
+    import subprocess
+    import sys
+
+    from visiontune.infer import predict_files
+    from visiontune.infer.onnx_runtime import model_digest
+
+    monkeypatch.setenv("VISIONTUNE_HOME", str(tmp_path / "home"))
+    learn = tiny_learner(tmp_path / "colors")
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for f in learn.data.valid_ds.files[:7]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    eager = predict_files(learn, [folder], bs=3)
+    fast = predict_files(learn, [folder], bs=3, backend="onnx")
+    assert fast.files == eager.files and fast.errors == eager.errors and fast.n_ok == 7
+    ok = [i for i, e in enumerate(eager.errors) if e is None]
+    assert (fast.probs[ok] - eager.probs[ok]).abs().max() < 1e-4
+    assert fast.labels() == eager.labels()
+    cached = list((tmp_path / "home" / "onnx").glob("*.onnx"))
+    assert [p.stem for p in cached] == [model_digest(learn)]
+    with torch.no_grad():
+        next(learn.model.head.parameters()).add_(1.0)  # other weights: another graph, never the stale one
+    assert model_digest(learn) != cached[0].stem
+    with pytest.raises(vt.ConfigError, match="--tta runs on the torch backend"):
+        predict_files(learn, [folder], tta=True, backend="onnx")
+    with pytest.raises(vt.ConfigError, match="backend must be one of torch, onnx"):
+        predict_files(learn, [folder], backend="tensorrt")
+    learn.export(tmp_path / "model.vt")
+    r = subprocess.run([sys.executable, "-m", "visiontune", "predict", str(tmp_path / "model.vt"), str(folder),
+                        "--backend", "onnx", "--csv", str(tmp_path / "p.csv")], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "predicted 7 of 8 images" in r.stderr and "broken.jpg" in (tmp_path / "p.csv").read_text()
