@@ -39,12 +39,31 @@ def test_counts_ratio_and_the_warning_with_its_fix(tmp_path):
     assert data.class_counts() == {"blue": 4, "red": 40}
     assert data.imbalance_ratio == pytest.approx(10.0) and data.is_imbalanced
     text = data.summary()
-    assert "imbalance 10.0:1" in text and "--balanced" in text and "fewer than 10 training images (blue)" in text
+    assert "imbalance 10.0:1" in text and "fewer than 10 training images (blue)" in text
+    assert "samples every class equally often" in text and "--no-balanced" in text  # what it does, and the way out
+    plain = vt.ImageData.from_folder(lopsided_folder(tmp_path / "d"), size=32, sampler=None).summary()
+    assert "class_weights='auto'" in plain and "--class-weights none" in plain
+
+
+def test_lopsided_data_is_sampled_balanced_by_default_and_weights_replace_it_when_asked(tmp_path, capsys,
+                                                                                       monkeypatch):
+    monkeypatch.delenv("VISIONTUNE_QUIET", raising=False)
+    data = vt.ImageData.from_folder(lopsided_folder(tmp_path / "d"), size=32, bs=8)
+    assert data.sampler == "balanced" and data.balances_automatically
+    learn = vt.vision_learner(data)
+    assert isinstance(learn.train_dl.dl.sampler, BalancedSampler)
+    assert learn.class_weights is None and learn.loss_func.weight is None  # one correction, not two
+    assert "sampled equally often" in capsys.readouterr().err
+    weighted = vt.vision_learner(data, class_weights="auto")
+    assert data.sampler is None and not isinstance(weighted.train_dl.dl.sampler, BalancedSampler)
+    assert weighted.class_weights is not None and weighted.loss_func.weight is not None
+    multi_free = vt.ImageData.from_folder(lopsided_folder(tmp_path / "e", n_train=(8, 8)), size=32)
+    assert multi_free.sampler is None and not multi_free.balances_automatically  # balanced data: plain sampling
 
 
 def test_auto_class_weights_come_from_train_counts_only(tmp_path):
-    a = vt.ImageData.from_folder(lopsided_folder(tmp_path / "a", n_valid=(6, 6)), size=32)
-    b = vt.ImageData.from_folder(lopsided_folder(tmp_path / "b", n_valid=(2, 9)), size=32)
+    a = vt.ImageData.from_folder(lopsided_folder(tmp_path / "a", n_valid=(6, 6)), size=32, sampler=None)
+    b = vt.ImageData.from_folder(lopsided_folder(tmp_path / "b", n_valid=(2, 9)), size=32, sampler=None)
     wa = vt.vision_learner(a).class_weights
     wb = vt.vision_learner(b).class_weights
     assert wa == wb  # the valid counts differ, the weights do not
@@ -181,7 +200,7 @@ def test_two_class_decision_threshold_for_a_target_recall(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_on_lopsided_data_weights_the_loss_and_shows_balanced_accuracy(tmp_path):
+def test_cli_on_lopsided_data_samples_balanced_and_shows_balanced_accuracy(tmp_path):
     data = lopsided_folder(tmp_path / "d")
     env = {**os.environ, "VISIONTUNE_QUIET": "0", "COLUMNS": "200"}
     r = subprocess.run([sys.executable, "-m", "visiontune", "train", str(data), "--size", "32", "--bs", "8",
@@ -189,8 +208,9 @@ def test_cli_on_lopsided_data_weights_the_loss_and_shows_balanced_accuracy(tmp_p
                        timeout=600)
     assert r.returncode == 0, r.stderr
     assert "imbalance 10.0:1" in r.stdout and "balanced_accuracy" in r.stdout
-    assert "class_weights='auto'" in r.stderr
+    assert "sampled equally often" in r.stderr and "balanced sampling" in r.stdout
     assert "small data" in r.stdout and "augment side_on" in r.stdout
     (cfg_path,) = list((tmp_path / "runs").rglob("config.yaml"))
+    assert "balanced: null" in cfg_path.read_text()  # recorded as the default: a rerun decides the same way
     log = list(csv.DictReader(open(cfg_path.parent / "log.csv")))
     assert "balanced_accuracy" in log[0]

@@ -78,6 +78,8 @@ class ImageData:
     Build it with a `from_*` constructor, e.g. ``ImageData.from_folder("data/dogscats", size=224)``.
     `cache` ('auto' | 'on' | 'off' | a folder) keeps decoded, pre-sized pixels on disk so epochs after
     the first skip decoding; 'auto' caches under the visiontune cache unless the disk is short of space.
+    `sampler` ('auto' | 'balanced' | None): 'balanced' draws every class equally often (an epoch keeps the
+    data's length); 'auto' does so when single-label training classes are lopsided (> 5:1), the default.
     """
 
     def __init__(
@@ -95,15 +97,13 @@ class ImageData:
         ignored: int = 0,
         notes: Sequence[str] = (),
         cache: str | os.PathLike | bool | None = "auto",
-        sampler: str | None = None,
+        sampler: str | None = "auto",
         **aug_kwargs,
     ):
         if size < 8:
             raise bad_value("size", size, "at least 8 pixels")
         if bs < 1:
             raise bad_value("bs", bs, "a positive batch size")
-        if sampler not in (None, "balanced"):
-            raise bad_value("sampler", sampler, "None or 'balanced'")
         self.sampler = sampler
         self.path = Path(path)
         self.classes = list(classes)
@@ -427,6 +427,24 @@ class ImageData:
         return BalancedSampler(item_weights(targets, self.c), self.seed, dataset, rank(), world_size())
 
     # ------------------------------------------------------------------ balance
+    @property
+    def sampler(self) -> str | None:
+        """'balanced' or None: what the training loader does ('auto' resolved from the train counts)."""
+        if self._sampler == "auto":
+            return "balanced" if self.balances_automatically else None
+        return self._sampler
+
+    @sampler.setter
+    def sampler(self, value: str | None) -> None:
+        if value not in (None, "auto", "balanced"):
+            raise bad_value("sampler", value, "'auto', 'balanced' or None")
+        self._sampler = value
+
+    @property
+    def balances_automatically(self) -> bool:
+        """True when `sampler='auto'` turns balanced sampling on: single-label classes lopsided past 5:1."""
+        return self._sampler == "auto" and not self.is_multi_label and self.is_imbalanced
+
     def class_counts(self, ds: str = "train") -> dict[str, int]:
         """Images per class in `ds` (multi-label: images carrying each label)."""
         d = self.dataset(ds)
@@ -451,10 +469,12 @@ class ImageData:
         ratio = self.imbalance_ratio
         lines = [f"train images per class: {shown}{' ...' if len(per) > 12 else ''} (imbalance {ratio:.1f}:1)"]
         if ratio > IMBALANCED:
+            fix = ("visiontune samples every class equally often in training (balanced sampling: --no-balanced "
+                   "turns it off, --class-weights auto weights the loss instead)" if self.sampler == "balanced" else
+                   "visiontune weights the loss by inverse class frequency (class_weights='auto'; --class-weights "
+                   "none turns it off)")
             lines.append(f"warning: lopsided data ({ratio:.1f}:1 > {IMBALANCED:.0f}:1): accuracy hides the rare classes. "
-                         "visiontune weights the loss by inverse class frequency (class_weights='auto') and adds "
-                         "balanced_accuracy to the metrics; --balanced samples classes equally instead, "
-                         "--class-weights none turns the weighting off.")
+                         f"{fix}; balanced_accuracy joins the metrics.")
         few = [c for c, n in per.items() if n < FEW]
         if few:
             lines.append(f"warning: {len(few)} classes have fewer than {FEW} training images ({', '.join(few[:5])}): "

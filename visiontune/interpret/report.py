@@ -252,7 +252,8 @@ def _data_issues(page: Page, d: dict) -> None:
             f"{counts.get('duplicate', 0)} duplicated pictures and {counts.get('odd', 0)} odd files in this data.")
     applied = d.get("applied")
     text += {"applied": " Its decisions were applied.", "undone": " Its decisions were applied, then undone.",
-             "applying": " An apply of its decisions was interrupted."}.get(applied, " None of its decisions is applied yet.")
+             "applying": f" An apply of its decisions was interrupted: `visiontune clean --apply {d.get('folder', '')}` "
+                         "finishes it (or --undo puts back what moved)."}.get(applied, " None of its decisions is applied yet.")
     s.para(text)
     if n_leak:
         s.note("Leaks inflate the validation score: the same picture (or a copy of it) is in train and in valid/test, "

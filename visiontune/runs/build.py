@@ -34,7 +34,7 @@ def build_data(cfg: TrainConfig) -> ImageData:
         fname_col=cfg.fname_col, label_col=cfg.label_col, label_delim=cfg.label_delim, suffix=cfg.suffix,
         folder=cfg.folder, valid_pct=cfg.valid_pct, seed=cfg.seed, size=cfg.size,
         bs=64 if cfg.bs == "auto" else cfg.bs, augment=cfg.augment, num_workers=cfg.num_workers,
-        sampler="balanced" if cfg.balanced else None,
+        sampler={True: "balanced", False: None}.get(cfg.balanced, "auto"),
     )
 
 
@@ -51,12 +51,13 @@ def config_callbacks(cfg: TrainConfig) -> list[Callback]:
 
 
 def build_learner(cfg: TrainConfig, data: ImageData, cbs: Iterable[Callback] = ()) -> Learner:
-    """The learner the config describes. On lopsided data (> 5:1) the epoch table adds balanced_accuracy, and the
-    loss is weighted by inverse class frequency unless --class-weights or --balanced say otherwise."""
+    """The learner the config describes. On lopsided data (> 5:1) the epoch table adds balanced_accuracy, and
+    single-label classes are sampled equally often (multi-label: the loss is weighted) unless --class-weights
+    or --no-balanced say otherwise."""
     metrics = list(cfg.metrics)
     if getattr(data, "is_imbalanced", False) and not data.is_multi_label and "balanced_accuracy" not in metrics:
         metrics.append("balanced_accuracy")
-    class_weights = cfg.class_weights if cfg.class_weights is not None else ("none" if cfg.balanced else None)
+    class_weights = cfg.class_weights  # None: vision_learner's default (none when the data is sampled balanced)
     return vision_learner(
         data, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, metrics=metrics, wd=cfg.wd,
         lr=cfg.lr, opt=cfg.opt, precompute=cfg.precompute, head=cfg.head, cbs=cbs, device=cfg.device,

@@ -69,8 +69,9 @@ class TrainConfig:
     lr_mult: float = setting(100.0, "With --fine-tune: the body's lr is the head's divided by this.")
     class_weights: str | None = setting(None, "auto (inverse class frequency), none, or class=weight pairs like "
                                         "ok=1,defect=20 (default: auto when the classes are lopsided, > 5:1).")
-    balanced: bool = setting(False, "Sample every class equally often (an epoch keeps the data's length).",
-                             ("--balanced",))
+    balanced: bool | None = setting(None, "Sample every class equally often (an epoch keeps the data's length). "
+                                    "Default: on when single-label classes are lopsided (> 5:1) and no "
+                                    "--class-weights are given.", ("--balanced/--no-balanced",))
     wd: float = setting(0.01, "Weight decay (decoupled).")
     opt: str = setting("adamw", "Optimizer: adamw or sgd.")
     head: str = setting("fastai", "Head: fastai (pool, BN, dropout, 512, classes) or linear (one layer).")

@@ -46,8 +46,11 @@ def vision_learner(
     `metrics` defaults to accuracy, or to accuracy_multi and fbeta (F2) for multi-label data (lesson 2), plus
     balanced_accuracy and f1_macro when the training classes are lopsided (largest / smallest > 5).
     `class_weights`: None (default) weights the loss by inverse class frequency ('auto') when the data is
-    lopsided and not otherwise; 'auto' always; a {class: weight} dict; False or 'none' never. Multi-label
-    data gets per-label positive weights for BCE. Weights come from the train counts only.
+    lopsided and not sampled balanced (on single-label data the data's default sampler='auto' samples
+    lopsided classes equally often instead, which the benchmarks found better); 'auto' always (and then the
+    automatic balanced sampling steps aside: one correction, not two); a {class: weight} dict; False or
+    'none' never. Multi-label data gets per-label positive weights for BCE. Weights come from the train
+    counts only.
     `runs="runs"` (sugar for `cbs=[RunFolder("runs")]`) records every fit in a new run folder `runs/<dataset>/<time>-<arch>-<size>-bs<bs>/` (config,
     log, checkpoints every epoch, results, model); `run_dir=` names the folder; with `resume=True` an
     interrupted run continues there: rerun the same script, finished fits are skipped.
@@ -87,11 +90,20 @@ def resolve_class_weights(data, spec) -> dict[str, float] | None:
         spec = parse_class_weights(spec, data.classes) if isinstance(spec, dict) else None
         return {c: spec.get(c, 1.0) for c in data.classes} if spec else None
     if spec is None:
+        if data.is_imbalanced and getattr(data, "sampler", None) == "balanced":
+            if getattr(data, "balances_automatically", False):
+                _console.notice(f"training classes are lopsided ({data.imbalance_ratio:.1f}:1): every class is "
+                                f"sampled equally often (ImageData sampler='auto'; sampler=None or --no-balanced for "
+                                f"plain training, class_weights='auto' to weight the loss instead).")
+            return None
         spec = "auto" if data.is_imbalanced else None
         if spec:
             _console.notice(f"training classes are lopsided ({data.imbalance_ratio:.1f}:1): the loss weights each "
                             f"class by its inverse frequency (class_weights='auto'; pass class_weights=False for "
                             f"plain training).")
+    elif spec not in (False, "none") and getattr(data, "balances_automatically", False):
+        data.sampler = None  # weights asked for: the automatic balanced sampling steps aside (not both)
+        _console.notice("class weights given: the balanced sampling lopsided data gets by default is off.")
     spec = parse_class_weights(spec, data.classes)
     if spec is None or isinstance(spec, dict):
         return {c: spec.get(c, 1.0) for c in data.classes} if spec else None
