@@ -67,6 +67,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--infer-repeats", type=int, default=3, help="get_preds/tta runs (median)")
     p.add_argument("--measure", default=",".join(MEASURES), help=f"comma list of {MEASURES}")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-class", action="store_true", help="after fine_tune: per-class valid recall")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECS",
                    help="first wait up to SECS for other processes to leave the CPU idle")
     a = p.parse_args()
@@ -202,6 +203,12 @@ def run(a: argparse.Namespace, workdir: Path) -> dict:
         res.update(phase_figures("frozen", frozen, res["n_train_per_epoch"]))
         res.update(phase_figures("unfrozen", unfrozen, res["n_train_per_epoch"]))
         res["final_valid_acc"] = float(learn.recorder.values[-1][learn.recorder.metric_names.index("accuracy") - 1])
+        if a.per_class:  # per-class recall on the valid set after fine_tune (the imbalance bench reads it)
+            preds, targs = learn.get_preds()
+            pred = preds.argmax(1)
+            res["valid_recall"] = {str(c): float((pred[targs == i] == i).float().mean()) if (targs == i).any() else None
+                                   for i, c in enumerate(dls.vocab)}
+            res["valid_balanced_accuracy"] = float(np.mean([v for v in res["valid_recall"].values() if v is not None]))
 
     if "get_preds" in a.measure:
         med, runs, foreign, (preds, targs) = timed(learn.get_preds, a.infer_repeats)
