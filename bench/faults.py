@@ -427,7 +427,8 @@ class Campaign:
             t.fault = f"{name} after {delay:.1f}s"
             first = vt(["train", self.data, *self.configs[config], "--out", out], home, kill_after=delay, sig=sig)
         if first.rc == 0:
-            t.fault += " (the run had finished)"
+            t.fault += " (the run ended normally: the signal came after its last training batch)" if \
+                "stopping at the end of this batch" in first.err else " (the run had finished)"
         elif sig != signal.SIGKILL:
             stopped = "stopped at phase" in first.err
             run = the_run(out)
@@ -440,7 +441,7 @@ class Campaign:
                 t.outcome, t.detail = "corrupt", f"{name} inside a batch did not stop at its end: {first.err[-300:]}"
                 return
             t.fault += " (stopped at the batch end, checkpoint saved)" if stopped else \
-                " (before the run installed its handler: the default action, like kill -9)"
+                " (outside the training loop: the process stopped at once, like kill -9)"
         self.judge_recovery(t, out, home, config, first)
 
     def kill_resume(self, t: Trial, rng: random.Random, config: str) -> None:

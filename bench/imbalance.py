@@ -103,7 +103,7 @@ def run(folder: Path, size: int, recipe: str, seed: int) -> dict:
 
 
 def run_cli(folder: Path, size: int, recipe: str, seed: int, work: Path) -> dict:
-    out = work / f"runs-{recipe}-{seed}"
+    out = work / f"runs-{folder.name}-{recipe}-{seed}"
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "visiontune", "train", str(folder), "--size", str(size), "--seed",
                         str(seed), "--out", str(out), *CLI_FLAGS[recipe]], capture_output=True, text=True,
@@ -162,6 +162,8 @@ def main() -> None:
     chosen = [int(x) for x in a.cases.split(",") if x] or range(len(cases))
     recipes = [r for r in a.recipes.split(",") if r]
     results = []
+    out = HERE / "results" / f"imbalance-{a.recipe}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(exist_ok=True)
     for i in chosen:
         name, make, size = cases[i]
         folder = make()
@@ -179,11 +181,10 @@ def main() -> None:
             keys = [k for k in runs[0] if isinstance(runs[0][k], (int, float)) and not isinstance(runs[0][k], bool)]
             med = {k: statistics.median(r[k] for r in runs) for k in keys}
             results.append({"case": name, "recipe": recipe, **med, "runs": runs})
+            out.write_text(json.dumps({"seeds": a.seeds, "recipe": a.recipe, "results": results}, indent=2,
+                                      default=str))  # after each row: a run stopped early keeps what it measured
             print(f"{name} | {recipe} | bal.acc {med['balanced_accuracy']:.3f} | "
                   f"rare recall {med['rare_recall']:.3f} | {med['seconds']:.1f}s", file=sys.stderr, flush=True)
-    out = HERE / "results" / f"imbalance-{a.recipe}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"seeds": a.seeds, "recipe": a.recipe, "results": results}, indent=2, default=str))
     print(f"Command: `python -m bench.imbalance {' '.join(sys.argv[1:])}`; medians of {a.seeds} seeds; {out.name}")
     print("| data | recipe | balanced accuracy | macro F1 | rare-class recall | accuracy | seconds |")
     print("|---|---|---|---|---|---|---|")

@@ -15,6 +15,8 @@ body frozen) and exported to OUT/model.vt. Then, interleaved over --repeats roun
   cli_total     `python -m visiontune predict MODEL DATA/valid --csv ...` wall time, process start,
                 imports and model load included; cli_loop is the predict loop as the command reports it
   onnxruntime   the exported ONNX model (uint8 in, probabilities out) over the same pre-made images
+  library_onnx  `predict_files(..., backend="onnx")` (`visiontune predict --backend onnx`): the library path
+                with decoding, the model run by onnxruntime (its graph cached before the rounds)
   pipeline_*    the input pipeline alone (no model), batched as the library runs it and image by image
 
 glibc's malloc is tuned in this process as `visiontune predict` tunes its own (visiontune/_core/allocator.py),
@@ -106,9 +108,9 @@ def ort_loop(session, x: np.ndarray, bs: int) -> float:
     return time.perf_counter() - t
 
 
-def library(learn, valid: Path, bs: int) -> float:
+def library(learn, valid: Path, bs: int, backend: str = "torch") -> float:
     t = time.perf_counter()
-    preds = predict_files(learn, [valid], bs=bs)
+    preds = predict_files(learn, [valid], bs=bs, backend=backend)
     s = time.perf_counter() - t
     assert preds.n_ok == len(preds), "every valid image should be predicted"
     return s
@@ -155,7 +157,7 @@ def main() -> None:
     learn = vt.load_learner(model_path, device="cpu")
     assert learn.data.size == a.size, f"{model_path} was trained at size {learn.data.size}"
     classes = learn.data.classes
-    files = sorted(valid.rglob("*.png"))
+    files = sorted(f for f in valid.rglob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
     targets = torch.tensor([classes.index(f.parent.name) for f in files])
     with CpuWatch() as w_tta:
         result["accuracy"] = tta_accuracy(learn, valid, targets)
@@ -176,8 +178,9 @@ def main() -> None:
     bare_loop(model, x_cl[:2 * a.bs], a.bs), bare_loop(contig_model, x_contig[:2 * a.bs], a.bs)
     ort_loop(session, u8[:2 * a.bs], a.bs)
     library(learn, valid, a.bs)
+    library(learn, valid, a.bs, backend="onnx")
 
-    names = ("bare_channels_last", "bare_contiguous", "library", "onnxruntime", "cli_total", "cli_loop",
+    names = ("bare_channels_last", "bare_contiguous", "library", "library_onnx", "onnxruntime", "cli_total", "cli_loop",
              "pipeline_batched", "pipeline_per_item")
     runs: dict[str, list[float]] = {k: [] for k in names}
     foreign = []
@@ -187,6 +190,7 @@ def main() -> None:
                 runs["bare_channels_last"].append(bare_loop(model, x_cl, a.bs))
                 runs["bare_contiguous"].append(bare_loop(contig_model, x_contig, a.bs))
                 runs["library"].append(library(learn, valid, a.bs))
+                runs["library_onnx"].append(library(learn, valid, a.bs, backend="onnx"))
                 runs["onnxruntime"].append(ort_loop(session, u8, a.bs))
                 total, loop = cli(model_path, valid, a.bs, a.out)
                 runs["cli_total"].append(total)
