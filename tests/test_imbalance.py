@@ -61,6 +61,24 @@ def test_lopsided_data_is_sampled_balanced_by_default_and_weights_replace_it_whe
     assert multi_free.sampler is None and not multi_free.balances_automatically  # balanced data: plain sampling
 
 
+def test_class_weights_none_from_the_shell_turns_the_weighting_off(tmp_path):
+    """`--class-weights none` used to be read as unset (None: the default, auto weights on lopsided data), so
+    it changed nothing; the imbalance bench's "plain" rows came out equal to its "weights" rows."""
+    from visiontune.runs.build import build_data, build_learner
+    from visiontune.runs.config import TrainConfig
+
+    folder = lopsided_folder(tmp_path / "d")
+    base = {"data": str(folder), "size": 32, "bs": 8, "balanced": "false"}
+    off = TrainConfig.from_dict({**base, "class_weights": "none"})
+    assert off.class_weights == "none" and TrainConfig.from_dict({**base, "class_weights": "null"}).class_weights is None
+    learn = build_learner(off, build_data(off))
+    assert learn.class_weights is None and learn.loss_func.weight is None
+    on = TrainConfig.from_dict({**base, "class_weights": "auto"})
+    assert build_learner(on, build_data(on)).loss_func.weight is not None
+    unset = TrainConfig.from_dict(base)
+    assert build_learner(unset, build_data(unset)).loss_func.weight is not None  # the default on lopsided data
+
+
 def test_auto_class_weights_come_from_train_counts_only(tmp_path):
     a = vt.ImageData.from_folder(lopsided_folder(tmp_path / "a", n_valid=(6, 6)), size=32, sampler=None)
     b = vt.ImageData.from_folder(lopsided_folder(tmp_path / "b", n_valid=(2, 9)), size=32, sampler=None)

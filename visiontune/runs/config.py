@@ -183,9 +183,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+SAYS_NONE = {"class_weights"}  # settings for which the word "none" is a value, not "unset"
+
+
 def coerce(key: str, value: Any, type_text: str) -> Any:
     """Convert `value` (from YAML or the command line) to the field's type, or say clearly why not."""
     if isinstance(value, str) and value.strip().lower() in ("none", "null", "~", "") and "None" in type_text:
+        if key in SAYS_NONE and value.strip().lower() == "none":
+            return "none"  # a choice of its own ("no class weights"), not the unset default
         return None
     try:
         if type_text.startswith("list"):
