@@ -376,11 +376,7 @@ def apply_decisions(clean: str | os.PathLike | CleanDir, create_classes: bool = 
         for m in plan.moves:
             dst = (data / m.dst) if m.action == "relabel" else (clean.trash / m.dst)
             _move(data / m.src, dst)
-        state["state"] = "applied"
-        _write_record(clean, state)
-        plan.applied = True
-        plan.invalidated = invalidate_caches(record, [m.src for m in plan.moves] +
-                                             [m.dst for m in plan.moves if m.action == "relabel"])
+        _mark_applied(clean, record, state, plan)
     return plan
 
 
@@ -411,12 +407,17 @@ def _finish_interrupted(clean: CleanDir, record: dict, state: dict, dry_run: boo
         raise DataError(f"An interrupted apply of {clean.path} cannot be finished: {len(bad)} file(s) are in neither "
                         f"place or in both with different bytes (e.g. {bad[0]}). Nothing was overwritten; run "
                         f"`visiontune clean --undo {clean.path}` to put back what moved.")
+    _mark_applied(clean, record, state, plan)
+    return plan
+
+
+def _mark_applied(clean: CleanDir, record: dict, state: dict, plan: ApplyPlan) -> None:
+    """Record the apply as done, then drop the cache entries of the moved files (old and new paths)."""
     state["state"] = "applied"
     _write_record(clean, state)
     plan.applied = True
     plan.invalidated = invalidate_caches(record, [m.src for m in plan.moves] +
                                          [m.dst for m in plan.moves if m.action == "relabel"])
-    return plan
 
 
 def undo_decisions(clean: str | os.PathLike | CleanDir) -> int:
