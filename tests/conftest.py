@@ -84,3 +84,16 @@ def chrome_driver(user_dir: Path, *extra: str):
                 "--disable-dev-shm-usage", f"--user-data-dir={user_dir}", *extra):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+
+
+@pytest.fixture(scope="module")
+def head_run(small_folder, tmp_path_factory):
+    """Two epochs of the head on precomputed activations into a run folder (two checkpoints, model.vt), on the
+    test module's own `small_folder`."""
+    import visiontune as vt
+
+    data = vt.ImageData.from_folder(small_folder, size=32, bs=4)
+    learn = vt.vision_learner(data, precompute=True, run_dir=tmp_path_factory.mktemp("head") / "run")
+    learn.fit(1e-2, 2)
+    return learn
+

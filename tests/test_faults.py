@@ -39,15 +39,6 @@ def small_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("data") / "colors", n_train=4, n_valid=2)
 
 
-@pytest.fixture(scope="module")
-def head_run(small_folder, tmp_path_factory):
-    """Two epochs of the head on precomputed activations, into a run folder (checkpoints, model.vt)."""
-    data = vt.ImageData.from_folder(small_folder, size=32, bs=4)
-    learn = vt.vision_learner(data, precompute=True, run_dir=tmp_path_factory.mktemp("head") / "run")
-    learn.fit(1e-2, 2)
-    return learn
-
-
 # ---------------------------------------------------------------------------- the run-folder lock
 def test_a_second_process_cannot_lock_a_run_and_the_lock_dies_with_its_holder(tmp_path):
     run = tmp_path / "run"

@@ -45,15 +45,6 @@ def reference(small_folder, tmp_path_factory):
     return two_phase_script(small_folder, tmp_path_factory.mktemp("ref") / "run")
 
 
-@pytest.fixture(scope="module")
-def head_run(small_folder, tmp_path_factory):
-    """A quick run (head only, on precomputed activations) with two checkpoints on disk."""
-    data = vt.ImageData.from_folder(small_folder, size=32, bs=4)
-    learn = vt.vision_learner(data, precompute=True, run_dir=tmp_path_factory.mktemp("head") / "run")
-    learn.fit(1e-2, 2)
-    return learn
-
-
 def test_api_run_folder_has_config_log_events_results(small_folder, tmp_path):
     torch.manual_seed(0)
     data = vt.ImageData.from_folder(small_folder, size=32, bs=4)
