@@ -52,6 +52,10 @@ class Move:
     def to_dict(self) -> dict:
         return {"action": self.action, "src": self.src, "dst": self.dst, "label": self.label}
 
+    def target(self, data: Path, trash: Path) -> Path:
+        """Where the file goes: the other class folder in `data` (relabel) or the clean folder's `trash`."""
+        return (data if self.action == "relabel" else trash) / self.dst
+
 
 @dataclass
 class ApplyPlan:
@@ -242,7 +246,7 @@ def _check_writable(plan: ApplyPlan) -> None:
         need.add(plan.csv.file(data).parent)
     for m in plan.moves:
         need.add((data / m.src).parent)
-        dst = (data / m.dst) if m.action == "relabel" else (trash / m.dst)
+        dst = m.target(data, trash)
         folder = dst.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
@@ -374,8 +378,7 @@ def apply_decisions(clean: str | os.PathLike | CleanDir, create_classes: bool = 
         for d in plan.created_dirs:
             (data / d).mkdir(exist_ok=True)
         for m in plan.moves:
-            dst = (data / m.dst) if m.action == "relabel" else (clean.trash / m.dst)
-            _move(data / m.src, dst)
+            _move(data / m.src, m.target(data, clean.trash))
         _mark_applied(clean, record, state, plan)
     return plan
 
@@ -400,8 +403,7 @@ def _finish_interrupted(clean: CleanDir, record: dict, state: dict, dry_run: boo
             replace_bytes(target, rewritten(plan.csv, data, plan.csv_changes))
     for d in plan.created_dirs:
         (data / d).mkdir(parents=True, exist_ok=True)
-    outcomes = [_finish_move(data / m.src, (data / m.dst) if m.action == "relabel" else (clean.trash / m.dst))
-                for m in plan.moves]
+    outcomes = [_finish_move(data / m.src, m.target(data, clean.trash)) for m in plan.moves]
     bad = [m.src for m, o in zip(plan.moves, outcomes) if o == "conflict"]
     if bad:
         raise DataError(f"An interrupted apply of {clean.path} cannot be finished: {len(bad)} file(s) are in neither "

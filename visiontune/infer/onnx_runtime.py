@@ -66,9 +66,8 @@ class OnnxSession:
 def onnx_preds(learn: "Learner", dset, bs: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(probs, dataset positions) of every decodable item of a FileImages dataset, through onnxruntime."""
     session = OnnxSession(learn)
-    workers = learn.data.default_workers("cpu") if hasattr(learn.data, "default_workers") else 0
     probs, index = [], []
-    for batch in dset.loader(bs or learn.data.bs, "cpu", workers):
+    for batch in dset.loader(bs or learn.data.bs, "cpu", learn.data.default_workers("cpu")):
         if batch is None:
             continue
         x, _, idx = batch
