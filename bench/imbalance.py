@@ -146,7 +146,7 @@ def main() -> None:
     p.add_argument("--recipe", choices=("head", "cli"), default="head")
     p.add_argument("--recipes", default=",".join(RECIPES), help="comma list of " + ",".join(RECIPES))
     p.add_argument("--cases", default="", help="comma list of case numbers (default: all)")
-    p.add_argument("--fastai", action="store_true", help="also fastai's fine_tune (dogscats cases)")
+    p.add_argument("--fastai", action="store_true", help="also fastai's fine_tune")
     p.add_argument("--fastai-venv", type=Path, default=Path("/tmp/vt-bench-fastai-venv"))
     a = p.parse_args()
     torch.set_num_threads(2)
@@ -167,8 +167,7 @@ def main() -> None:
     for i in chosen:
         name, make, size = cases[i]
         folder = make()
-        tools = [(r, "visiontune") for r in recipes] + ([("fastai fine_tune", "fastai")] if a.fastai and
-                                                        "dogscats" in name else [])
+        tools = [(r, "visiontune") for r in recipes] + ([("fastai fine_tune", "fastai")] if a.fastai else [])
         for recipe, tool in tools:
             runs = []
             for seed in range(a.seeds):

@@ -15,6 +15,7 @@ from ..models.registry import check_arch
 SCHEDULES = ("one_cycle", "sgdr", "constant")
 HEADS = ("fastai", "linear")
 OPTIMIZERS = ("adamw", "sgd")
+DEFAULT_BS = 64  # the CPU default is lowered when a training step would not fit in free memory
 
 
 def setting(default: Any = None, help: str = "", flags: tuple[str, ...] = (), factory=None) -> Any:
@@ -35,7 +36,8 @@ class TrainConfig:
     data: str = setting("", "Image folder: DATA/train/CLASS/ images (+ DATA/valid/CLASS/), or DATA/CLASS/ images.")
     arch: str = setting("efficientnet_lite0", "Backbone: efficientnet_lite0 (embedded), resnet18/34/50, or any timm name.")
     size: int = setting(224, "Image size (pixels, square).")
-    bs: int | str = setting(64, "Batch size per process, or 'auto' (largest that fits on the GPU).")
+    bs: int | str = setting(DEFAULT_BS, "Batch size per process (on a CPU the default is lowered, with a notice, when a "
+                            "training step would not fit in free memory), or 'auto' (largest that fits on the GPU).")
     epochs: int = setting(3, "Epochs of the first phase (head only, body frozen); with --fine-tune, unfrozen epochs.")
     lr: float | None = setting(None, "Learning rate (max lr for one-cycle). Default: 3e-3 frozen, 1e-3 unfrozen.")
     valid_pct: float | None = setting(None, "Fraction of train to hold out when there is no valid/ folder (default 0.2).")

@@ -12,10 +12,10 @@ from .._core.distributed import is_main_process, setup_from_env, world_size
 from .._core.errors import CheckpointError
 from ..data import ImageData
 from ..train import Callback, Learner
-from ..train.oom import find_batch_size
+from ..train.oom import find_batch_size, fit_host_memory
 from .build import build_data, build_learner, config_callbacks, seed_everything
 from .callback import RunFolder
-from .config import TrainConfig
+from .config import DEFAULT_BS, TrainConfig
 from .finish import print_summary
 from .rundir import RunDir, run_name
 
@@ -81,6 +81,8 @@ def train(cfg: TrainConfig, cbs: Iterable[Callback] = (), run: bool = True) -> L
     learn = build_learner(cfg, data, cbs=config_callbacks(cfg))
     if cfg.bs == "auto":
         find_batch_size(learn)
+    elif learn.device.type != "cuda" and fit_host_memory(learn, lower=cfg.bs == DEFAULT_BS) != cfg.bs:
+        cfg = cfg.replace({"bs": learn.data.bs})  # config.yaml records the batch size trained with
     _announce(learn, cfg, data)
     if not run:
         train_phases(learn, cfg, cbs)

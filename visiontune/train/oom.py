@@ -117,11 +117,11 @@ def shrink_batch(learn: "Learner", where: str) -> bool:
 def find_batch_size(learn: "Learner", start: int = 1024) -> int:
     """Largest power-of-two batch size (<= start, <= train size) for which a training step fits in memory.
 
-    Only meaningful on a GPU; on the CPU the data's batch size is kept. The model and optimizer are
-    restored afterwards."""
+    On a GPU it is tried; the model and optimizer are restored afterwards. Off the GPU the data's batch size
+    is kept when the step fits in the free host memory (a larger batch is not faster on a CPU), else the largest
+    power of two below it that fits (`memory.memory_batch_size`), said in a notice."""
     if learn.device.type != "cuda":
-        _console.notice(f"--bs auto needs a GPU; keeping batch size {learn.data.bs} on {learn.device}.")
-        return learn.data.bs
+        return fit_host_memory(learn)
     if learn.opt is None:
         learn.create_opt()
     saved = snapshot(learn)
@@ -156,3 +156,28 @@ def find_batch_size(learn: "Learner", start: int = 1024) -> int:
     learn._loaders.clear()
     _console.notice(f"batch size auto: {learn.data.bs} (largest power of two that fits one training step)")
     return learn.data.bs
+
+
+def fit_host_memory(learn: "Learner", free: int | None = None, lower: bool = True) -> int:
+    """Off the GPU: keep the data's batch size when a training step fits in the free memory, else lower it to
+    the largest power of two that fits and say so (the kernel would kill the process, with no error to recover
+    from); with `lower=False` (a batch size the person chose) only say so. `free` (bytes) overrides what the
+    machine reports; VISIONTUNE_MEMORY caps it."""
+    from .memory import memory_batch_size
+
+    old = learn.data.bs
+    if is_distributed():
+        return old  # the ranks could measure different free memory and disagree on the batch size
+    bs, need, free = memory_batch_size(learn, old, free)
+    if bs == old:
+        return old
+    said = (f"batch size {old} needs about {need / 2**30:.1f} GB for a training step at size {learn.data.size}; "
+            f"{free / 2**30:.1f} GB is free")
+    if not lower:
+        _console.notice(f"{said}: the system may stop the run for lack of memory. Pass --bs {bs} (bs={bs}) or "
+                        "free memory.")
+        return old
+    learn.data.bs = bs
+    learn._loaders.clear()
+    _console.notice(f"{said}: using batch size {bs}. Pass --bs (bs=) to choose.")
+    return bs
