@@ -10,6 +10,7 @@ import os
 import statistics
 import resource
 import time
+from pathlib import Path
 
 
 def _busy_jiffies() -> int:
@@ -68,6 +69,31 @@ def peak_rss_mb() -> dict:
     }
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window for this process (Linux: writing 5 to /proc/self/clear_refs resets VmHWM)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_since_reset_mb() -> float | None:
+    """Peak resident memory (MiB) since the last `reset_peak_rss()` (VmHWM), None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def cpu_times() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process so far, all threads."""
+    t = os.times()
+    return t.user, t.system
+
+
 def wait_for_quiet(max_wait_s: float, busy_below: float = 0.1, sample_s: float = 3.0) -> float:
     """Block until the machine's CPU is under `busy_below` (fraction of all cores) for one sample.
 
@@ -97,8 +123,21 @@ def phase_figures(name: str, epochs: list, n_train: int) -> dict:
         f"{name}_train_s": train,
         f"{name}_valid_s": valid,
         f"{name}_train_img_s": n_train / train,
+        **({f"{name}_sys_frac": statistics.median(e["sys_s"] / (e["sys_s"] + e["user_s"]) for e in epochs)}
+           if all(e.get("user_s") for e in epochs) else {}),
         f"{name}_epochs": [{k: round(v, 3) for k, v in e.items() if v is not None} for e in epochs],
     }
+
+
+def time_to_accuracy(ready_s: float, epochs: list, target: float = 0.97) -> dict:
+    """Seconds from the process's start until the valid accuracy first reached `target`: the time to a ready
+    learner plus every epoch (train + valid) up to that one; None when it never did."""
+    t = ready_s
+    for e in epochs:
+        t += e["train_s"] + e["valid_s"]
+        if e.get("accuracy") is not None and e["accuracy"] >= target:
+            return {f"time_to_{target:g}_s": t}
+    return {f"time_to_{target:g}_s": None}
 
 
 def timed(fn, repeats: int = 1) -> tuple:

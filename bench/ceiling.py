@@ -37,7 +37,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import CpuWatch, machine_info, peak_rss_mb, wait_for_quiet  # noqa: E402
+from _machine import (CpuWatch, machine_info, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss,  # noqa: E402
+                      wait_for_quiet)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MEAN = STD = 0.5  # the embedded Lite0 weights' normalization, same for all three channels
@@ -148,6 +149,7 @@ def bench_format(fmt, variants, data, n_classes, a) -> dict:
     n_train = (len(xt) // a.bs) * a.bs
     out: dict = {}
 
+    reset_peak_rss()
     model = fresh_model(n_classes, fmt)
     infer(model, xv[: a.bs], yv[: a.bs], a.bs)  # warm-up (allocator, kernels)
     runs = [measured(lambda: infer(model, xv, yv, a.infer_bs), a) for _ in range(a.repeats)]
@@ -155,10 +157,13 @@ def bench_format(fmt, variants, data, n_classes, a) -> dict:
     out["infer_img_s"] = len(xv) / out["infer_s"]
     out["infer_runs_s"] = [round(r[0], 3) for r in runs]
     out["infer_foreign_cpu"] = [r[1] for r in runs]
+    out["infer_peak_rss_mb"] = peak_rss_since_reset_mb()
     log(f"[{fmt}] inference: {out['infer_img_s']:.0f} img/s, runs {out['infer_runs_s']}, "
         f"foreign cpu {out['infer_foreign_cpu']}")
 
     for variant in variants:
+        model = opt = None  # the last variant's weights and moments out of the next peak
+        reset_peak_rss()
         model = fresh_model(n_classes, fmt)
         opt = torch.optim.AdamW(set_variant(model, variant), lr=a.lr)
         gen = torch.Generator().manual_seed(0)
@@ -175,6 +180,7 @@ def bench_format(fmt, variants, data, n_classes, a) -> dict:
             "train_runs_s": [round(r[0], 3) for r in train],
             "train_foreign_cpu": [r[1] for r in train],
             "valid_acc_after": acc,  # sanity only: constant lr, no schedule, no augmentation
+            "peak_rss_mb": peak_rss_since_reset_mb(),  # the pre-decoded train + valid tensors included
         }
         log(f"[{fmt}] {variant}: epoch {med:.2f} s = {n_train / med:.0f} img/s, "
             f"runs {out[variant]['train_runs_s']}, foreign cpu {out[variant]['train_foreign_cpu']}, "
@@ -221,11 +227,14 @@ def main() -> None:
 
     # the best format per figure is the ceiling
     fmts = a.formats.split(",")
-    best = {"infer_img_s": max(result[f]["infer_img_s"] for f in fmts)}
+    best = {"infer_img_s": max(result[f]["infer_img_s"] for f in fmts),
+            "infer_format": max(fmts, key=lambda f: result[f]["infer_img_s"])}
     for v in variants:
         f = min(fmts, key=lambda f: result[f][v]["train_epoch_s"])
-        best[v] = {"format": f, **{k: result[f][v][k] for k in ("train_epoch_s", "train_img_s", "epoch_with_valid_s")}}
+        best[v] = {"format": f, **{k: result[f][v][k] for k in ("train_epoch_s", "train_img_s", "epoch_with_valid_s",
+                                                                 "peak_rss_mb")}}
     result["best"] = best
+    result["data_tensors_mb"] = round((xt.numel() + xv.numel()) * 4 / 2**20, 1)
     result.update(peak_rss_mb())
     watch.__exit__(None, None, None)
     result["foreign_cpu"] = watch.foreign_cpu  # whole run, waits included; per-run lists are above

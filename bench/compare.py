@@ -42,13 +42,22 @@ FIGURES = [
     ("get_preds_img_s", "get_preds", "img/s", True),
     ("tta_img_s", "TTA (4 augmented + 1 plain)", "img/s", True),
     ("tta_acc", "valid accuracy with TTA", "", True),
-    ("peak_rss_mb", "peak RSS (main process)", "MiB", False),
+    ("peak_rss_mb", "peak RSS (main process, whole run)", "MiB", False),
+    ("frozen_peak_rss_mb", "peak RSS, frozen epoch", "MiB", False),
+    ("unfrozen_peak_rss_mb", "peak RSS, unfrozen epoch", "MiB", False),
+    ("get_preds_peak_rss_mb", "peak RSS, get_preds", "MiB", False),
+    ("frozen_sys_frac", "kernel (sys) share of CPU time, frozen epoch", "", False),
+    ("unfrozen_sys_frac", "kernel (sys) share of CPU time, unfrozen epoch", "", False),
+    ("time_to_0.97_s", "time to valid accuracy 0.97 (fine_tune, from start)", "s", False),
 ]
+RSS_KEYS = ("peak_rss_mb", "frozen_peak_rss_mb", "unfrozen_peak_rss_mb", "get_preds_peak_rss_mb")
 
 
-# What visiontune's Learner sets for its own process on the CPU (visiontune/_core/allocator.py); fastai runs with
-# glibc's defaults, as its users get it.
-TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+# The ceiling runs under each allocator setting and keeps the best per figure: glibc's defaults, and what
+# visiontune sets for its own process on the CPU (visiontune/_core/allocator.py: no mmap for malloc, trim beyond
+# 1 GiB). fastai runs with glibc's defaults, as its users get it.
+MALLOC_SETTINGS = {"glibc default": {}, "no mmap, trim 1 GiB": {"MALLOC_MMAP_MAX_": "0",
+                                                               "MALLOC_TRIM_THRESHOLD_": "1073741824"}}
 
 
 def log(*a) -> None:
@@ -86,6 +95,26 @@ def fmt(v, unit="") -> str:
     return f"{v:,.1f} {unit}".strip() if v < 100 else f"{v:,.0f} {unit}".strip()
 
 
+def best_ceiling(runs: dict) -> dict:
+    """Per figure, the fastest of the ceiling runs (one per allocator setting), with the setting that won."""
+    best: dict = {}
+    for name, run in runs.items():
+        b = run["best"]
+        if "infer_img_s" not in best or b["infer_img_s"] > best["infer_img_s"]:
+            best.update(infer_img_s=b["infer_img_s"], infer_format=b.get("infer_format"), infer_malloc=name,
+                        infer_peak_rss_mb=run[b.get("infer_format", "contiguous")].get("infer_peak_rss_mb"))
+        for v, fig in b.items():
+            if isinstance(fig, dict) and (v not in best or fig["train_img_s"] > best[v]["train_img_s"]):
+                best[v] = {**fig, "malloc": name}
+    return best
+
+
+def ceiling_note(best: dict) -> str:
+    parts = [f"inference: {best.get('infer_format')}, {best.get('infer_malloc')}"]
+    parts += [f"{v}: {f.get('format')}, {f.get('malloc')}" for v, f in best.items() if isinstance(f, dict)]
+    return "; ".join(parts)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("/tmp/fmnist"))
@@ -97,13 +126,17 @@ def main() -> None:
     p.add_argument("--fastai-venv", type=Path, default=Path("/tmp/vt-bench-fastai-venv"))
     p.add_argument("--wait-quiet", type=float, default=120, help="each run first waits up to this for an idle CPU")
     p.add_argument("--skip-fastai", action="store_true")
+    p.add_argument("--lr-find-iters", type=int, default=100)
+    p.add_argument("--infer-repeats", type=int, default=3)
+    p.add_argument("--ceiling-repeats", type=int, default=3)
     p.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
     a = p.parse_args()
     if not (a.data / "train").is_dir():
         raise SystemExit(f"{a.data} has no train/ folder: apt-get install -y dataset-fashion-mnist && "
                          f"python /work/shared/bench/make_fmnist.py {a.data}")
     common = [str(a.data), "--size", str(a.size), "--bs", str(a.bs), "--epochs", str(a.epochs),
-              "--threads", str(a.threads), "--wait-quiet", str(a.wait_quiet)]
+              "--threads", str(a.threads), "--wait-quiet", str(a.wait_quiet), "--lr-find-iters", str(a.lr_find_iters),
+              "--infer-repeats", str(a.infer_repeats)]
     fastai_py = a.fastai_venv / "bin" / "python"
     if not a.skip_fastai:
         subprocess.run(["bash", str(HERE / "setup_fastai.sh"), str(a.fastai_venv)], check=True)
@@ -114,15 +147,17 @@ def main() -> None:
         vt_runs.append(run_json([sys.executable, str(HERE / "visiontune_subject.py"), *common]))
         if not a.skip_fastai:
             fa_runs.append(run_json([str(fastai_py), str(HERE / "fastai_peer.py"), *common]))
-    ceiling = run_json([sys.executable, str(HERE / "ceiling.py"), str(a.data), "--size", str(a.size), "--bs",
-                        str(a.bs), "--threads", str(a.threads), "--repeats", "3", "--wait-quiet", str(a.wait_quiet)],
-                       env=TUNED_MALLOC)  # the best this machine does: the allocator setting visiontune uses
+    ceilings = {name: run_json([sys.executable, str(HERE / "ceiling.py"), str(a.data), "--size", str(a.size), "--bs",
+                                str(a.bs), "--infer-bs", str(a.bs), "--threads", str(a.threads), "--repeats",
+                                str(a.ceiling_repeats), "--wait-quiet", str(a.wait_quiet)], env=env)
+                for name, env in MALLOC_SETTINGS.items()}
+    ceiling = {"best": best_ceiling(ceilings)}  # the best this machine does, per figure
 
     rows = []
     for key, label, unit, higher in FIGURES:
         v, f = median_of(vt_runs, key), median_of(fa_runs, key)
         ratio = None
-        if v and f and unit != "" and key not in ("peak_rss_mb",):
+        if v and f and unit not in ("", "MiB"):
             ratio = (v / f) if higher else (f / v)  # > 1: visiontune faster
         rows.append({"figure": key, "label": label, "unit": unit, "visiontune": v, "fastai": f,
                      "speedup_vs_fastai": ratio})
@@ -136,6 +171,9 @@ def main() -> None:
         "fastai_frozen": (median_of(fa_runs, "frozen_train_img_s") or 0) / best["frozen_bn"]["train_img_s"],
         "visiontune_get_preds": (median_of(vt_runs, "get_preds_img_s") or 0) / best["infer_img_s"],
         "fastai_get_preds": (median_of(fa_runs, "get_preds_img_s") or 0) / best["infer_img_s"],
+        # TTA runs 5 passes (4 augmented + 1 plain): its ceiling is a fifth of the inference one
+        "visiontune_tta": 5 * (median_of(vt_runs, "tta_img_s") or 0) / best["infer_img_s"],
+        "fastai_tta": 5 * (median_of(fa_runs, "tta_img_s") or 0) / best["infer_img_s"],
     }
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     report = {
@@ -143,7 +181,7 @@ def main() -> None:
         "versions": {"visiontune": vt_runs[0].get("visiontune"), "fastai": fa_runs[0].get("fastai") if fa_runs else None,
                      "torch": vt_runs[0].get("torch")},
         "rows": rows, "precompute_vs_fastai_frozen": (fa_frozen / pre) if pre and fa_frozen else None,
-        "fraction_of_ceiling": fractions, "ceiling": best, "visiontune_runs": vt_runs, "fastai_runs": fa_runs,
+        "fraction_of_ceiling": fractions, "ceiling": best, "ceiling_runs": ceilings, "visiontune_runs": vt_runs, "fastai_runs": fa_runs,
         "foreign_cpu": {"visiontune": [r.get("foreign_cpu") for r in vt_runs], "fastai": [r.get("foreign_cpu") for r in fa_runs]},
     }
     out_dir = HERE / "results"
@@ -151,22 +189,31 @@ def main() -> None:
     (out_dir / f"compare-{stamp}.json").write_text(json.dumps(report, indent=1))
 
     md = [f"\n### visiontune vs fastai vs bare loop — {datetime.now():%Y-%m-%d %H:%M}\n",
-          f"`python -m bench.compare --data {a.data} --rounds {a.rounds} --size {a.size} --epochs {a.epochs}` on "
+          f"`python -m bench.compare {' '.join(sys.argv[1:])}` on "
           f"{os.cpu_count()} cores ({cpu_model()}), torch {report['versions']['torch']}, fastai "
-          f"{report['versions']['fastai']}, visiontune {report['versions']['visiontune']}; Fashion-MNIST "
+          f"{report['versions']['fastai']}, visiontune {report['versions']['visiontune']}; {a.data.name}: "
           f"{vt_runs[0].get('n_train_per_epoch')} train / {vt_runs[0].get('n_valid')} valid, Lite0 (embedded weights), "
           f"bs {a.bs}, {a.threads} threads, fine_tune(1 frozen + {a.epochs} unfrozen); medians of {a.rounds} rounds "
           f"run A B A B. Other processes' CPU share during the runs (0 = quiet): visiontune "
           f"{report['foreign_cpu']['visiontune']}, fastai {report['foreign_cpu']['fastai']}. visiontune keeps "
-          f"freed memory in its process (glibc mallopt, as its Learner does on the CPU) and the ceiling runs with "
-          f"the same setting; fastai runs with glibc's defaults, as its users get it.\n",
+          f"freed memory in its process (glibc mallopt, as its Learner does on the CPU); fastai runs with glibc's "
+          f"defaults, as its users get it; the ceiling is the best of glibc's defaults and visiontune's setting, "
+          f"contiguous and channels_last, per figure ({ceiling_note(best)}).\n",
           "| figure | visiontune | fastai | visiontune speed-up |", "| --- | --- | --- | --- |"]
     for r in rows:
+        if r["figure"] == "lr_find_s":
+            r["label"] = f"lr_find ({a.lr_find_iters} iterations)"
+        elif r["figure"].endswith("peak_rss_mb") and r["figure"] != "peak_rss_mb":
+            r["label"] += " (what earlier phases keep included)"
         sp = f"{r['speedup_vs_fastai']:.2f}x" if r["speedup_vs_fastai"] else ""
         md.append(f"| {r['label']} | {fmt(r['visiontune'], r['unit'])} | {fmt(r['fastai'], r['unit'])} | {sp} |")
     if report["precompute_vs_fastai_frozen"]:
         md.append(f"| precomputed head epoch vs fastai's frozen epoch | | | {report['precompute_vs_fastai_frozen']:.1f}x |")
     md.append("")
+    md.append("Peak RSS of the bare loop (its pre-decoded tensors, "
+              f"{ceilings[next(iter(ceilings))].get('data_tensors_mb', 0):.0f} MiB, included): frozen with BatchNorm "
+              f"training {best.get('frozen_bn', {}).get('peak_rss_mb')} MiB, unfrozen "
+              f"{best.get('unfrozen', {}).get('peak_rss_mb')} MiB, inference {best.get('infer_peak_rss_mb')} MiB.\n")
     md.append(f"Fraction of the bare-loop ceiling ({best.get('unfrozen', {}).get('train_img_s', 0):.0f} img/s unfrozen, "
               f"{best.get('frozen_bn', {}).get('train_img_s', 0):.0f} img/s frozen with BatchNorm training, "
               f"{best.get('infer_img_s', 0):.0f} img/s inference): "

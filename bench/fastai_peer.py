@@ -80,7 +80,8 @@ def parse_args() -> argparse.Namespace:
 
 ARGS = parse_args()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import CpuWatch, machine_info, peak_rss_mb, phase_figures, timed, wait_for_quiet  # noqa: E402  (stdlib only)
+from _machine import (CpuWatch, cpu_times, machine_info, peak_rss_mb, peak_rss_since_reset_mb,  # noqa: E402
+                      phase_figures, reset_peak_rss, time_to_accuracy, timed, wait_for_quiet)  # noqa: E402  (stdlib only)
 
 WAITED_S = 0.0
 if ARGS.wait_quiet:
@@ -143,13 +144,18 @@ class EpochTimer(Callback):
     order = -10
 
     def __init__(self):
-        self.fits = []
+        self.fits, self.peaks = [], []
 
     def before_fit(self):
         self.fits.append([])
+        reset_peak_rss()
+
+    def after_fit(self):
+        self.peaks.append(peak_rss_since_reset_mb())
 
     def before_epoch(self):
         self._watch = CpuWatch().__enter__()
+        self._cpu = cpu_times()
         self._t0 = time.perf_counter()
 
     def before_validate(self):
@@ -158,8 +164,10 @@ class EpochTimer(Callback):
     def after_epoch(self):
         t2 = time.perf_counter()
         self._watch.__exit__(None, None, None)
+        user, sys_ = (b - a for a, b in zip(self._cpu, cpu_times()))
         self.fits[-1].append({"train_s": self._t1 - self._t0, "valid_s": t2 - self._t1,
-                              "foreign_cpu": self._watch.foreign_cpu})
+                              "foreign_cpu": self._watch.foreign_cpu, "user_s": user, "sys_s": sys_,
+                              "accuracy": float(self.learn.metrics[0].value), "end_s": t2 - T0})
 
 
 def accuracy_of(preds, targs) -> float:
@@ -181,6 +189,7 @@ def run(a: argparse.Namespace, workdir: Path) -> dict:
         pretrained_cfg_overlay=dict(state_dict=dict(weights)),  # timm pops the classifier from its copy
     )
     res = {
+        "ready_s": time.perf_counter() - T0,
         "weights_checked": check_body_weights(learn, weights),
         "normalize": [[t.mean.flatten().tolist(), t.std.flatten().tolist()]
                       for t in dls.after_batch.fs if isinstance(t, Normalize)],
@@ -191,7 +200,9 @@ def run(a: argparse.Namespace, workdir: Path) -> dict:
     n_valid = res["n_valid"]
 
     if "lr_find" in a.measure:
+        reset_peak_rss()
         secs, _, foreign, sugg = timed(lambda: learn.lr_find(num_it=a.lr_find_iters, show_plot=False))
+        res["lr_find_peak_rss_mb"] = peak_rss_since_reset_mb()
         res.update(lr_find_s=secs, lr_find_foreign_cpu=foreign[0])
         res["lr_find_iters"] = len(learn.recorder.lrs)
         res["lr_find_valley"] = float(sugg.valley)
@@ -200,6 +211,8 @@ def run(a: argparse.Namespace, workdir: Path) -> dict:
         res["fine_tune_s"] = timed(lambda: learn.fine_tune(
             a.epochs, base_lr=a.base_lr, freeze_epochs=a.freeze_epochs, lr_mult=a.lr_mult, cbs=[timer]))[0]
         frozen, unfrozen = (timer.fits + [[], []])[:2]
+        res["frozen_peak_rss_mb"], res["unfrozen_peak_rss_mb"] = (timer.peaks + [None, None])[:2]
+        res.update(time_to_accuracy(res["ready_s"], frozen + unfrozen))
         res.update(phase_figures("frozen", frozen, res["n_train_per_epoch"]))
         res.update(phase_figures("unfrozen", unfrozen, res["n_train_per_epoch"]))
         res["final_valid_acc"] = float(learn.recorder.values[-1][learn.recorder.metric_names.index("accuracy") - 1])
@@ -211,13 +224,16 @@ def run(a: argparse.Namespace, workdir: Path) -> dict:
             res["valid_balanced_accuracy"] = float(np.mean([v for v in res["valid_recall"].values() if v is not None]))
 
     if "get_preds" in a.measure:
+        reset_peak_rss()
         med, runs, foreign, (preds, targs) = timed(learn.get_preds, a.infer_repeats)
         res.update(get_preds_s=med, get_preds_runs_s=runs, get_preds_foreign_cpu=foreign,
-                   get_preds_img_s=n_valid / med, get_preds_acc=accuracy_of(preds, targs))
+                   get_preds_peak_rss_mb=peak_rss_since_reset_mb(), get_preds_img_s=n_valid / med,
+                   get_preds_acc=accuracy_of(preds, targs))
 
+    reset_peak_rss()
     if "tta" in a.measure:
         med, runs, foreign, (preds, targs) = timed(learn.tta, a.infer_repeats)
-        res.update(tta_s=med, tta_runs_s=runs, tta_foreign_cpu=foreign,
+        res.update(tta_s=med, tta_runs_s=runs, tta_foreign_cpu=foreign, tta_peak_rss_mb=peak_rss_since_reset_mb(),
                    tta_img_s=n_valid / med, tta_acc=accuracy_of(preds, targs))
 
     res["first_batch_s"] = first.at

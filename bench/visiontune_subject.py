@@ -55,7 +55,8 @@ def parse_args() -> argparse.Namespace:
 
 ARGS = parse_args()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import CpuWatch, machine_info, peak_rss_mb, phase_figures, timed, wait_for_quiet  # noqa: E402
+from _machine import (CpuWatch, cpu_times, machine_info, peak_rss_mb, peak_rss_since_reset_mb,  # noqa: E402
+                      phase_figures, reset_peak_rss, time_to_accuracy, timed, wait_for_quiet)  # noqa: E402
 
 WAITED_S = wait_for_quiet(ARGS.wait_quiet) if ARGS.wait_quiet else 0.0
 if ARGS.wait_quiet:
@@ -98,13 +99,18 @@ class EpochTimer(Callback):
     records = True
 
     def __init__(self):
-        self.fits = []
+        self.fits, self.peaks = [], []
 
     def before_fit(self):
         self.fits.append([])
+        reset_peak_rss()
+
+    def after_fit(self):
+        self.peaks.append(peak_rss_since_reset_mb())
 
     def before_epoch(self):
         self._watch = CpuWatch().__enter__()
+        self._cpu = cpu_times()
         self._t0 = time.perf_counter()
 
     def before_validate(self):
@@ -113,8 +119,10 @@ class EpochTimer(Callback):
     def after_epoch(self):
         t2 = time.perf_counter()
         self._watch.__exit__(None, None, None)
+        user, sys_ = (b - a for a, b in zip(self._cpu, cpu_times()))
         self.fits[-1].append({"train_s": self._t1 - self._t0, "valid_s": t2 - self._t1,
-                              "foreign_cpu": self._watch.foreign_cpu})
+                              "foreign_cpu": self._watch.foreign_cpu, "user_s": user, "sys_s": sys_,
+                              "accuracy": self.learn.last_metrics.get("accuracy"), "end_s": t2 - T0})
 
 
 def accuracy_of(probs, targs):
@@ -152,12 +160,16 @@ def run(a) -> dict:
     torch.set_num_threads(a.threads)
     first, timer = FirstBatch(), EpochTimer()
     learn = make(a, first)
+    ready_s = time.perf_counter() - T0
     n_train = len(learn.data.train_ds) // a.bs * a.bs
     n_valid = len(learn.data.valid_ds)
-    res = {"num_workers": learn.data.default_workers(learn.device), "n_train_per_epoch": n_train, "n_valid": n_valid}
+    res = {"num_workers": learn.data.default_workers(learn.device), "n_train_per_epoch": n_train, "n_valid": n_valid,
+           "ready_s": ready_s}
 
     if "lr_find" in a.measure:
+        reset_peak_rss()
         secs, _, foreign, r = timed(lambda: learn.lr_find(num_it=a.lr_find_iters))
+        res["lr_find_peak_rss_mb"] = peak_rss_since_reset_mb()
         res.update(lr_find_s=secs, lr_find_foreign_cpu=foreign[0], lr_find_iters=len(r.lrs), lr_find_valley=r.valley)
 
     if "precompute" in a.measure:
@@ -172,19 +184,25 @@ def run(a) -> dict:
     if "fine_tune" in a.measure:
         res["fine_tune_s"] = timed(lambda: fine_tune(learn, a, timer))[0]
         frozen, unfrozen = (timer.fits + [[], []])[:2]
+        res["frozen_peak_rss_mb"], res["unfrozen_peak_rss_mb"] = (timer.peaks + [None, None])[:2]
+        res.update(time_to_accuracy(res["ready_s"], frozen + unfrozen))
         res.update(phase_figures("frozen", frozen, n_train))
         res.update(phase_figures("unfrozen", unfrozen, n_train))
         res["final_valid_acc"] = learn.recorder.last["accuracy"]
 
     if "get_preds" in a.measure:
+        reset_peak_rss()
         learn.get_preds()  # the valid loader's first pass also fills the image cache
         med, runs, foreign, (p, t) = timed(learn.get_preds, a.infer_repeats)
         res.update(get_preds_s=med, get_preds_runs_s=runs, get_preds_foreign_cpu=foreign,
-                   get_preds_img_s=n_valid / med, get_preds_acc=accuracy_of(p, t))
+                   get_preds_peak_rss_mb=peak_rss_since_reset_mb(), get_preds_img_s=n_valid / med,
+                   get_preds_acc=accuracy_of(p, t))
 
+    reset_peak_rss()
     if "tta" in a.measure and hasattr(learn, "tta"):
         med, runs, foreign, (p, t) = timed(learn.tta, a.infer_repeats)
-        res.update(tta_s=med, tta_runs_s=runs, tta_foreign_cpu=foreign, tta_img_s=n_valid / med,
+        res.update(tta_s=med, tta_runs_s=runs, tta_foreign_cpu=foreign, tta_peak_rss_mb=peak_rss_since_reset_mb(),
+                   tta_img_s=n_valid / med,
                    tta_acc=accuracy_of(p, t))
 
     res["first_batch_s"] = first.at
