@@ -153,3 +153,34 @@ def test_augmentation_is_the_same_with_loader_workers(aug_data_folder):
     duo = ImageData.from_folder(aug_data_folder, size=32, augment="top_down", num_workers=2, cache="off")
     for epoch in (0, 3):
         assert torch.equal(first_batch(solo, epoch), first_batch(duo, epoch))
+
+
+def test_affine_warp_resamples_once_with_exact_geometry():
+    """The fused rotate/zoom/warp: a 180-degree turn lands every pixel centre on a pixel centre (exact); a
+    homography maps its four points where asked; no draw (p=0) leaves the image as it is."""
+    from visiontune.data.transforms import RandomAffineWarp, homography
+
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (3, 24, 24), dtype=np.uint8))
+    tfm = RandomAffineWarp()
+    turn = torch.tensor([[-1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]], dtype=torch.float64)
+    assert torch.equal(tfm.transform(x, {"matrix": turn}), x.flip(-1).flip(-2))
+    assert tfm.transform(x, {"matrix": None}) is x
+    assert RandomAffineWarp(p=0.0).make_params([x])["matrix"] is None
+    src = torch.tensor([[-1.0, -1], [1, -1], [1, 1], [-1, 1]], dtype=torch.float64)
+    dst = src + torch.tensor([[0.1, -0.2], [0.05, 0.1], [-0.15, 0.0], [0.2, 0.1]], dtype=torch.float64)
+    h = homography(src, dst)
+    mapped = torch.cat([src, torch.ones(4, 1, dtype=torch.float64)], 1) @ h.T
+    assert torch.allclose(mapped[:, :2] / mapped[:, 2:], dst, atol=1e-9)
+
+
+def test_lighting_matches_torchvision_brightness_then_contrast():
+    from torchvision.transforms.v2 import functional as F
+
+    from visiontune.data.transforms import RandomLighting
+
+    x = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (3, 20, 30), dtype=np.uint8))
+    ours = RandomLighting().transform(x, {"factors": (1.15, 0.85)})
+    theirs = F.adjust_contrast(F.adjust_brightness(x, 1.15), 0.85)
+    # torchvision goes back to uint8 between the two operations and for the gray mean: up to 2 levels apart
+    assert ours.dtype == torch.uint8 and (ours.int() - theirs.int()).abs().max() <= 2
+    assert (ours.int() - F.adjust_contrast(F.adjust_brightness(x, 0.9), 1.1).int()).abs().max() > 10
