@@ -1,8 +1,8 @@
 """Host memory for training on the CPU: what a training step at a batch size needs, and what the machine has free.
 
 On a GPU an out-of-memory error is an exception that `oom.py` recovers from; on the CPU the kernel's OOM killer
-ends the process without a word. So before the first fit the step's memory is estimated from one small
-training step: the bytes autograd keeps for the backward pass (every saved tensor, counted once per storage)
+ends the process without a word. So before training the step's memory is estimated from two tiny training
+steps (2 and 4 images, forward only): the bytes autograd keeps for the backward pass (every saved tensor, counted once per storage)
 per image, plus the largest activation twice (the gradient being formed and the one it comes from), times
 BACKWARD_EXTRA for the backward pass's other temporaries, with the whole body trainable (the unfrozen phase, the
 larger one).
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 MEMORY_ENV = "VISIONTUNE_MEMORY"  # e.g. "8G": plan batch sizes for at most this much free memory
 BACKWARD_EXTRA = 1.2  # saved + 2 x largest was 0.85 of the measured peak growth (Lite0, 224 px, bs 8-64)
-HEADROOM = 0.8
-SURELY_ENOUGH = 400  # a step's bytes per image over its input's float bytes: Lite0 at 224 needs ~170  # plan for 80% of what is free: the page cache, the loader and other processes move
+HEADROOM = 0.8  # plan for 80% of what is free: the page cache, the loader and other processes move
+SURELY_ENOUGH = 400  # a step's bytes per image over its input's float bytes: Lite0 at 224 needs ~170
 
 
 def parse_bytes(text: str) -> int:
