@@ -171,16 +171,3 @@ def test_affine_warp_resamples_once_with_exact_geometry():
     h = homography(src, dst)
     mapped = torch.cat([src, torch.ones(4, 1, dtype=torch.float64)], 1) @ h.T
     assert torch.allclose(mapped[:, :2] / mapped[:, 2:], dst, atol=1e-9)
-
-
-def test_lighting_matches_torchvision_brightness_then_contrast():
-    from torchvision.transforms.v2 import functional as F
-
-    from visiontune.data.transforms import RandomLighting
-
-    x = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (3, 20, 30), dtype=np.uint8))
-    ours = RandomLighting().transform(x, {"factors": (1.15, 0.85)})
-    theirs = F.adjust_contrast(F.adjust_brightness(x, 1.15), 0.85)
-    # torchvision goes back to uint8 between the two operations and for the gray mean: up to 2 levels apart
-    assert ours.dtype == torch.uint8 and (ours.int() - theirs.int()).abs().max() <= 2
-    assert (ours.int() - F.adjust_contrast(F.adjust_brightness(x, 0.9), 1.1).int()).abs().max() > 10
