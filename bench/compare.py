@@ -50,7 +50,6 @@ FIGURES = [
     ("unfrozen_sys_frac", "kernel (sys) share of CPU time, unfrozen epoch", "", False),
     ("time_to_0.97_s", "time to valid accuracy 0.97 (fine_tune, from start)", "s", False),
 ]
-RSS_KEYS = ("peak_rss_mb", "frozen_peak_rss_mb", "unfrozen_peak_rss_mb", "get_preds_peak_rss_mb")
 
 
 # The ceiling runs under each allocator setting and keeps the best per figure: glibc's defaults, and what

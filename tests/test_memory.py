@@ -59,6 +59,8 @@ def test_the_probe_scales_with_pixels_and_leaves_the_model_as_it_was(image_folde
     learn = vt.vision_learner(vt.ImageData.from_folder(image_folder, size=64, bs=8))
     before = {k: v.clone() for k, v in learn.model.state_dict().items()}
     flags = [p.requires_grad for p in learn.model.parameters()]
+    learn.set_train_mode()  # the frozen body's own modes, as a fit leaves them
+    modes = [m.training for m in learn.model.modules()]
     rng = torch.get_rng_state()
     small = step_memory(learn)[0]
     assert torch.equal(torch.get_rng_state(), rng)  # the head's dropout ran, but the run's random stream did not move
@@ -66,6 +68,7 @@ def test_the_probe_scales_with_pixels_and_leaves_the_model_as_it_was(image_folde
     large = step_memory(learn)[0]
     assert 3.0 <= large / small <= 5.0, (small, large)  # activations grow with the pixels (4x)
     assert [p.requires_grad for p in learn.model.parameters()] == flags  # the body stays frozen
+    assert [m.training for m in learn.model.modules()] == modes
     after = learn.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics untouched
 

@@ -2,8 +2,8 @@
 
 On a GPU an out-of-memory error is an exception that `oom.py` recovers from; on the CPU the kernel's OOM killer
 ends the process without a word. So before training the step's memory is estimated from two tiny training
-steps (2 and 4 images, forward only): the bytes autograd keeps for the backward pass (every saved tensor, counted once per storage)
-per image, plus the largest activation twice (the gradient being formed and the one it comes from), times
+steps (2 and 4 images, forward only): the bytes autograd keeps for the backward pass (every saved tensor,
+counted once per storage) per image, plus the largest activation twice (the gradient being formed and the one it comes from), times
 BACKWARD_EXTRA for the backward pass's other temporaries, with the whole body trainable (the unfrozen phase, the
 larger one).
 """
@@ -92,11 +92,12 @@ def _step_bytes(learn: "Learner", n: int) -> int:
 def step_memory(learn: "Learner") -> tuple[int, int]:
     """(bytes per image, bytes whatever the batch size) of a training step of the whole (unfrozen) model at the
     data's size: saved tensors times BACKWARD_EXTRA, from steps on 2 and 4 images, plus `weight_bytes`. Weights,
-    BatchNorm statistics, requires_grad flags and the random state are put back as they were."""
+    BatchNorm statistics, requires_grad flags, each module's train/eval mode and the random state are put back as
+    they were."""
     model = learn.model
     flags = [p.requires_grad for p in model.parameters()]
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # a frozen body's BatchNorm may sit in eval mode
     try:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -106,7 +107,8 @@ def step_memory(learn: "Learner") -> tuple[int, int]:
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
         with torch.no_grad():
             for k, v in model.named_buffers():
                 v.copy_(buffers[k])
