@@ -167,7 +167,7 @@ class EpochTimer(Callback):
         user, sys_ = (b - a for a, b in zip(self._cpu, cpu_times()))
         self.fits[-1].append({"train_s": self._t1 - self._t0, "valid_s": t2 - self._t1,
                               "foreign_cpu": self._watch.foreign_cpu, "user_s": user, "sys_s": sys_,
-                              "accuracy": float(self.learn.metrics[0].value), "end_s": t2 - T0})
+                              "accuracy": float(self.learn.metrics[0].value)})
 
 
 def accuracy_of(preds, targs) -> float:
@@ -230,8 +230,8 @@ def run(a: argparse.Namespace, workdir: Path) -> dict:
                    get_preds_peak_rss_mb=peak_rss_since_reset_mb(), get_preds_img_s=n_valid / med,
                    get_preds_acc=accuracy_of(preds, targs))
 
-    reset_peak_rss()
     if "tta" in a.measure:
+        reset_peak_rss()
         med, runs, foreign, (preds, targs) = timed(learn.tta, a.infer_repeats)
         res.update(tta_s=med, tta_runs_s=runs, tta_foreign_cpu=foreign, tta_peak_rss_mb=peak_rss_since_reset_mb(),
                    tta_img_s=n_valid / med, tta_acc=accuracy_of(preds, targs))
