@@ -28,30 +28,38 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def log_rows(out: Path) -> list[dict]:
+    """The rows of the run's log.csv so far (none before the run folder exists)."""
+    for log in out.rglob("log.csv"):
+        with open(log) as f:
+            return list(csv.DictReader(f))
+    return []
+
+
+def reached(rows: list[dict], target: float) -> bool:
+    return any(r.get("accuracy") and float(r["accuracy"]) >= target for r in rows)
+
+
 def visiontune_run(data: Path, size: int, target: float, work: Path) -> dict:
     out = work / f"runs-{time.time_ns()}"
     env = {**os.environ, "VISIONTUNE_QUIET": "1", "VISIONTUNE_HOME": str(work / "home")}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "visiontune", "train", str(data), "--size", str(size),
-                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    reached, rows = None, []
-    while proc.poll() is None:
-        for log in out.rglob("log.csv"):
-            with open(log) as f:
-                rows = list(csv.DictReader(f))
-            if reached is None and any(float(r["accuracy"]) >= target for r in rows if r.get("accuracy")):
-                reached = time.perf_counter() - t0
-        time.sleep(0.1)
-    total = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"visiontune train failed:\n{proc.stderr.read()[-3000:]}")
-    (log,) = out.rglob("log.csv")
-    with open(log) as f:
-        rows = list(csv.DictReader(f))
-    if reached is None and any(float(r["accuracy"]) >= target for r in rows):
-        reached = total  # the last epoch reached it between two polls of a finishing process
-    return {"time_to_target_s": reached, "total_s": total, "epochs": len(rows),
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe nobody reads while the run goes on
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "visiontune", "train", str(data), "--size", str(size),
+                                 "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
+        when = None
+        while proc.poll() is None:
+            if when is None and reached(log_rows(out), target):
+                when = time.perf_counter() - t0
+            time.sleep(0.1)
+        total = time.perf_counter() - t0
+        if proc.returncode:
+            err.seek(0)
+            raise SystemExit(f"visiontune train failed:\n{err.read()[-3000:]}")
+    rows = log_rows(out)
+    if when is None and reached(rows, target):
+        when = total  # the last epoch reached it between two polls of a finishing process
+    return {"time_to_target_s": when, "total_s": total, "epochs": len(rows),
             "accuracies": [float(r["accuracy"]) for r in rows]}
 
 
