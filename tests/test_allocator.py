@@ -46,3 +46,50 @@ def test_minor_page_faults_per_batch_stay_flat_after_warm_up(image_folder):
     steady, old = max(tuned["faults"][2:]), min(capped["faults"][2:])
     assert steady < 2_000, tuned  # a few pages, not the activations (32x32x112x112 floats = 12,544 pages alone)
     assert old > 10 * steady, (tuned, capped)
+
+
+RELEASE = r"""
+import json, sys, torch
+import visiontune as vt
+from visiontune._core.allocator import freed_bytes_held, release_freed_memory
+from visiontune.train import Callback
+
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+class BigStep(Callback):
+    # a training step's activations, as at 224 px: 1.2 GB in 30 MB buffers; every 10th stays alive, so the
+    # freed ones sit inside the heap (not at its top, which glibc trims by itself)
+    kept = []
+    def after_batch(self):
+        if not self.kept:
+            bufs = [torch.ones(30 << 18) for _ in range(40)]
+            BigStep.kept = bufs[9::10]
+            del bufs
+
+torch.set_num_threads(2)
+learn = vt.vision_learner(vt.ImageData.from_folder(sys.argv[1], size=32, bs=8), device="cpu")
+learn.get_preds()
+untouched = release_freed_memory()  # no fit since the last inference: nothing to do
+learn.fit(1e-3, 1, cbs=[BigStep()])
+after_fit, held = rss_mb(), freed_bytes_held()
+learn.get_preds()
+after_preds = rss_mb()
+again = release_freed_memory()  # the next inference keeps its buffers
+print(json.dumps({"untouched": untouched, "after_fit": after_fit, "held": held, "after_preds": after_preds,
+                  "again": again}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_training_memory_goes_back_to_the_os_once_inference_starts(image_folder):
+    """Kept freed memory makes batches fast but would hold a training peak for the rest of a session:
+    the first inference after a fit hands it back, once."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    r = subprocess.run([sys.executable, "-c", RELEASE, str(image_folder)], capture_output=True, text=True,
+                       env=e, timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["untouched"] == 0 and out["again"] == 0, out
+    assert out["held"] > 1 << 30, out  # the freed buffers were kept by malloc after the fit...
+    assert out["after_fit"] - out["after_preds"] > 800, out  # ...and returned to the OS by get_preds

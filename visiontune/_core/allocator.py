@@ -7,6 +7,11 @@ enough: glibc caps it at 32 MiB, and at 224 pixels a batch of 64 has activation 
 were still mmapped and unmapped every step. So mmap is switched off for malloc (M_MMAP_MAX = 0: every block
 comes from the reusable heap) and the heap is trimmed only beyond 1 GiB of free memory at its top.
 
+The price is that a process keeps its training peak (several GB at 224 pixels) after training ends; so when
+inference starts after a fit with more than 1 GiB of freed memory held (`release_freed_memory()`, called on
+entering inference), that memory goes back to the OS once: the smaller working set of predicting is kept as
+before, call after call.
+
 A Learner on the CPU, its DataLoader workers, `visiontune predict` and `serve` call `keep_freed_memory()`;
 setting MALLOC_MMAP_THRESHOLD_ / MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_ yourself (or preloading
 jemalloc/tcmalloc/mimalloc) takes precedence.
@@ -24,6 +29,8 @@ MMAP_THRESHOLD = 32 << 20  # glibc's maximum (kept for a malloc that ignores M_M
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
 TRIM_THRESHOLD = 1 << 30  # return memory to the OS only beyond 1 GiB of free heap
 _applied = False
+_libc = None
+_training_ended = False
 
 
 def keep_freed_memory() -> bool:
@@ -46,6 +53,8 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    global _libc
+    _libc = libc
     _applied = (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_MMAP_MAX, 0))
                 and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
     return _applied
@@ -54,3 +63,41 @@ def keep_freed_memory() -> bool:
 def worker_init(worker_id: int) -> None:
     """DataLoader worker_init_fn: the same malloc settings in each loader worker (spawned workers start fresh)."""
     keep_freed_memory()
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def freed_bytes_held() -> int:
+    """Bytes malloc holds freed (not returned to the OS); 0 when unknown (not glibc >= 2.33, or not applied)."""
+    if not _applied or _libc is None or not hasattr(_libc, "mallinfo2"):
+        return 0
+    _libc.mallinfo2.restype = _Mallinfo2
+    info = _libc.mallinfo2()
+    return int(info.fordblks + info.fsmblks)
+
+
+def note_training_ended() -> None:
+    """Called when a fit ends: the next inference may hand the training step's freed memory back."""
+    global _training_ended
+    _training_ended = True
+
+
+def release_freed_memory(min_free: int = TRIM_THRESHOLD) -> int:
+    """Once after training, give freed memory back to the OS (glibc's malloc_trim) when more than `min_free`
+    bytes of it are held: a training step's activations, several GB at 224 pixels. Returns the bytes that were
+    held, 0 if nothing was done. Only where `keep_freed_memory()` applied visiontune's setting, and only once per
+    fit, so that inference keeps reusing its own buffers instead of page-faulting them back on every call."""
+    global _training_ended
+    if not _training_ended:
+        return 0
+    _training_ended = False
+    held = freed_bytes_held()
+    if held <= min_free:
+        return 0
+    _libc.malloc_trim.argtypes, _libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    _libc.malloc_trim(0)
+    return held

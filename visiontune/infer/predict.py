@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from .._core import console as _console
+from .._core.allocator import release_freed_memory
 from .._core.distributed import gather_cat, is_distributed
 from .._core.errors import ConfigError, DataError
 from ..data.decode import open_image, to_rgb
@@ -108,7 +109,9 @@ def _predict_pass(learn: "Learner", sharded: bool, dset, with_loss: bool, bs: in
 
 @contextlib.contextmanager
 def eval_mode(learn: "Learner") -> Iterator[None]:
-    """Eval mode, inference_mode and the learner's autocast for a block; the train/eval state is restored."""
+    """Eval mode, inference_mode and the learner's autocast for a block; the train/eval state is restored.
+    Memory that training freed but the process still holds goes back to the OS first (`release_freed_memory`)."""
+    release_freed_memory()
     was_training = learn.model.training
     learn.model.eval()
     try:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .._core import console as _console
+from .._core.allocator import note_training_ended
 from .._core.distributed import all_reduce_sum, gather_cat, is_main_process
 from . import oom
 from . import schedules as S
@@ -275,6 +276,7 @@ class Learner(LearnerAPI):
             raise
         finally:
             self._ddp = None
+            note_training_ended()
 
     def _fit(self, n_epoch: int, lrs: Lrs | None = None, schedule: S.Schedule | None = None, wd: float | None = None,
              cbs: Iterable[Callback] = (), record: bool = True) -> None:
