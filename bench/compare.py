@@ -42,10 +42,12 @@ FIGURES = [
     ("get_preds_img_s", "get_preds", "img/s", True),
     ("tta_img_s", "TTA (4 augmented + 1 plain)", "img/s", True),
     ("tta_acc", "valid accuracy with TTA", "", True),
+    ("predict_img_s", "predict new JPEGs (test1, decoding included)", "img/s", True),
     ("peak_rss_mb", "peak RSS (main process, whole run)", "MiB", False),
     ("frozen_peak_rss_mb", "peak RSS, frozen epoch", "MiB", False),
     ("unfrozen_peak_rss_mb", "peak RSS, unfrozen epoch", "MiB", False),
     ("get_preds_peak_rss_mb", "peak RSS, get_preds", "MiB", False),
+    ("predict_peak_rss_mb", "peak RSS, predict new JPEGs", "MiB", False),
     ("frozen_sys_frac", "kernel (sys) share of CPU time, frozen epoch", "", False),
     ("unfrozen_sys_frac", "kernel (sys) share of CPU time, unfrozen epoch", "", False),
     ("time_to_0.97_s", "time to valid accuracy 0.97 (fine_tune, from start)", "s", False),
@@ -173,6 +175,9 @@ def main() -> None:
         # TTA runs 5 passes (4 augmented + 1 plain): its ceiling is a fifth of the inference one
         "visiontune_tta": 5 * (median_of(vt_runs, "tta_img_s") or 0) / best["infer_img_s"],
         "fastai_tta": 5 * (median_of(fa_runs, "tta_img_s") or 0) / best["infer_img_s"],
+        # new JPEG files, decoding included, against the bare loop over pre-decoded tensors
+        "visiontune_predict": (median_of(vt_runs, "predict_img_s") or 0) / best["infer_img_s"],
+        "fastai_predict": (median_of(fa_runs, "predict_img_s") or 0) / best["infer_img_s"],
     }
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     report = {

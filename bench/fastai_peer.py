@@ -29,6 +29,8 @@ stderr. Figures (seconds unless named):
   final_valid_acc   accuracy on the valid set after fine_tune (fastai's last logged metric)
   get_preds_img_s   valid images/s of `learn.get_preds()` (median of --infer-repeats)
   tta_img_s         valid images/s of `learn.tta()` (n=4 augmented passes + 1 plain)
+  predict_img_s     DATA/test1's new JPEGs through `learn.get_preds(dl=learn.dls.test_dl(files))`, decoding
+                    included (median of --infer-repeats; skipped without test1/)
   peak_rss_mb       peak resident memory of this process (peak_rss_children_mb: largest worker)
   foreign_cpu       share of the machine's CPU used by other processes during the run (0 = quiet);
                     also per figure (lr_find_foreign_cpu, each epoch, get_preds_/tta_foreign_cpu)
@@ -47,7 +49,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing below may download
 
-MEASURES = ("lr_find", "fine_tune", "get_preds", "tta")
+MEASURES = ("lr_find", "fine_tune", "get_preds", "tta", "predict")
 
 
 def parse_args() -> argparse.Namespace:
@@ -235,6 +237,14 @@ def run(a: argparse.Namespace, workdir: Path) -> dict:
         med, runs, foreign, (preds, targs) = timed(learn.tta, a.infer_repeats)
         res.update(tta_s=med, tta_runs_s=runs, tta_foreign_cpu=foreign, tta_peak_rss_mb=peak_rss_since_reset_mb(),
                    tta_img_s=n_valid / med, tta_acc=accuracy_of(preds, targs))
+
+    test_dir = a.data / "test1"
+    if "predict" in a.measure and test_dir.is_dir():
+        reset_peak_rss()
+        files = get_image_files(test_dir)
+        med, runs, foreign, (preds, _) = timed(lambda: learn.get_preds(dl=learn.dls.test_dl(files)), a.infer_repeats)
+        res.update(predict_s=med, predict_runs_s=runs, predict_foreign_cpu=foreign, n_predict=len(preds),
+                   predict_img_s=len(preds) / med, predict_peak_rss_mb=peak_rss_since_reset_mb())
 
     res["first_batch_s"] = first.at
     return res

@@ -2,13 +2,15 @@
 """Time visiontune on an image folder with the same recipe as bench/fastai_peer.py: the subject of the suite.
 
     python bench/visiontune_subject.py DATA [--size 64] [--bs 64] [--epochs 2] [--base-lr 2e-3] [--threads 2]
-        [--measure lr_find,precompute,fine_tune,get_preds,tta] [--no-aug]
+        [--measure lr_find,precompute,fine_tune,get_preds,tta,predict] [--no-aug]
 
 Same backbone (EfficientNet-Lite0, embedded weights), size, batch size, epochs, learning rates and thread
 count as the peer; augmentation `side_on` stands for fastai's `aug_transforms()` (flip, rotate, zoom, warp,
 lighting). Prints ONE JSON line with the peer's keys (see fastai_peer.py), plus:
   precompute_build_s      cold build of the activation cache (train + valid)
   precompute_epoch_s      median head epoch on cached activations (train + validation)
+  predict_img_s           DATA/test1's new JPEGs predicted by `predict_files` (what `visiontune predict`
+                          runs), decoding included (median of --infer-repeats; skipped without test1/)
 """
 import time
 
@@ -21,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-MEASURES = ("lr_find", "precompute", "fine_tune", "get_preds", "tta")
+MEASURES = ("lr_find", "precompute", "fine_tune", "get_preds", "tta", "predict")
 
 
 def parse_args() -> argparse.Namespace:
@@ -204,6 +206,16 @@ def run(a) -> dict:
         res.update(tta_s=med, tta_runs_s=runs, tta_foreign_cpu=foreign, tta_peak_rss_mb=peak_rss_since_reset_mb(),
                    tta_img_s=n_valid / med,
                    tta_acc=accuracy_of(p, t))
+
+    test_dir = a.data / "test1"
+    if "predict" in a.measure and test_dir.is_dir():
+        from visiontune.infer.batch import predict_files
+
+        reset_peak_rss()
+        med, runs, foreign, fp = timed(lambda: predict_files(learn, [test_dir]), a.infer_repeats)
+        n = len(fp.probs)
+        res.update(predict_s=med, predict_runs_s=runs, predict_foreign_cpu=foreign, n_predict=n,
+                   predict_img_s=n / med, predict_peak_rss_mb=peak_rss_since_reset_mb())
 
     res["first_batch_s"] = first.at
     return res
