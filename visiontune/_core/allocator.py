@@ -33,6 +33,12 @@ _libc = None
 _training_ended = False
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc so freed tensors are reused rather than unmapped; True if applied.
 
@@ -53,6 +59,9 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if hasattr(libc, "mallinfo2"):  # glibc >= 2.33; without it nothing is ever released (freed_bytes_held: 0)
+        libc.mallinfo2.restype = _Mallinfo2
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     global _libc
     _libc = libc
     _applied = (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_MMAP_MAX, 0))
@@ -65,19 +74,11 @@ def worker_init(worker_id: int) -> None:
     keep_freed_memory()
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
 def freed_bytes_held() -> int:
     """Bytes malloc holds freed (not returned to the OS); 0 when unknown (not glibc >= 2.33, or not applied)."""
-    if not _applied or _libc is None or not hasattr(_libc, "mallinfo2"):
+    if not _applied or not hasattr(_libc, "mallinfo2"):  # _applied: _libc is set
         return 0
-    _libc.mallinfo2.restype = _Mallinfo2
-    info = _libc.mallinfo2()
-    return int(info.fordblks)  # all free chunks, fastbins included, summed over arenas
+    return int(_libc.mallinfo2().fordblks)  # all free chunks, fastbins included, summed over arenas
 
 
 def note_training_ended() -> None:
@@ -98,6 +99,5 @@ def release_freed_memory(min_free: int = TRIM_THRESHOLD) -> int:
     held = freed_bytes_held()
     if held <= min_free:
         return 0
-    _libc.malloc_trim.argtypes, _libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     _libc.malloc_trim(0)
     return held
