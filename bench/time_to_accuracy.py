@@ -8,7 +8,8 @@ visiontune: `visiontune train DATA --size S` exactly as the README shows it (its
 clock started before the process and stopped when log.csv first shows a row at or above the target (polled
 every 0.1 s). fastai: the docs' recipe, `vision_learner(...).fine_tune(1)` with `aug_transforms()` at batch size
 64 (bench/fastai_peer.py in the throwaway venv of bench/setup_fastai.sh), or fine_tune(N) with
---fastai-epochs N, its clock started before its imports, stopped at the end of the epoch that reached the target. Writes bench/results/time-to-acc-<time>.json.
+--fastai-epochs N, its clock started before its imports, stopped at the end of the epoch that reached the
+target. Writes bench/results/time-to-acc-<time>.json.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def visiontune_run(data: Path, size: int, target: float, work: Path) -> dict:
 
 def fastai_run(data: Path, size: int, venv: Path, epochs: int = 1) -> dict:
     r = subprocess.run([str(venv / "bin" / "python"), str(HERE / "fastai_peer.py"), str(data), "--size", str(size),
-                        "--bs", "64", "--epochs", str(epochs), "--measure", "fine_tune"], capture_output=True, text=True)
+                        "--bs", "64", "--epochs", str(epochs), "--measure", "fine_tune"],
+                       capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"fastai failed:\n{r.stderr[-3000:]}")
     res = json.loads(r.stdout.strip().splitlines()[-1])
