@@ -177,7 +177,8 @@ def main() -> None:
     ceilings = ceiling_rounds[-1]
     round_bests = [best_ceiling(c) for c in ceiling_rounds]
     best = median_ceiling(round_bests)  # the best this machine does, per figure (median over rounds)
-    ceiling = {"best": best}
+    # the ceiling each round's figures are divided by: its own, or the one measured after the last round
+    refs = round_bests if a.ceiling_each_round else round_bests * a.rounds
 
     rows = []
     for key, label, unit, higher in FIGURES:
@@ -192,14 +193,12 @@ def main() -> None:
     # Each round's figures against the ceiling measured in the same round (--ceiling-each-round), then the median:
     # a ratio taken side by side, so a machine that slows down for a while slows both sides of it.
     fractions = {}
-    for tool, runs in (("visiontune", vt_runs), ("fastai", fa_runs)) if fa_runs else (("visiontune", vt_runs),):
+    for tool, runs in (("visiontune", vt_runs), ("fastai", fa_runs)):
+        if not runs:
+            continue
         for name, key, variant, passes in FRACTIONS:
-            per_round = []
-            for i, run in enumerate(runs):
-                rb = round_bests[i] if len(round_bests) == len(runs) else round_bests[-1]
-                ref = rb[variant]["train_img_s"] if variant else rb["infer_img_s"]
-                if isinstance(run.get(key), (int, float)) and ref:
-                    per_round.append(passes * run[key] / ref)
+            per_round = [passes * run[key] / (rb[variant]["train_img_s"] if variant else rb["infer_img_s"])
+                         for run, rb in zip(runs, refs) if isinstance(run.get(key), (int, float))]
             fractions[f"{tool}_{name}"] = statistics.median(per_round) if per_round else 0.0
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     report = {
