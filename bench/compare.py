@@ -55,10 +55,10 @@ FIGURES = [
 
 
 # The ceiling runs under each allocator setting and keeps the best per figure: glibc's defaults, and what
-# visiontune sets for its own process on the CPU (visiontune/_core/allocator.py: no mmap for malloc, trim beyond
-# 1 GiB). fastai runs with glibc's defaults, as its users get it.
-MALLOC_SETTINGS = {"glibc default": {}, "no mmap, trim 1 GiB": {"MALLOC_MMAP_MAX_": "0",
-                                                               "MALLOC_TRIM_THRESHOLD_": "1073741824"}}
+# visiontune sets for its own process on the CPU (visiontune/_core/allocator.py: no mmap for malloc, and no trimming
+# by glibc itself: 1 TiB stands for never). fastai runs with glibc's defaults, as its users get it.
+MALLOC_SETTINGS = {"glibc default": {}, "no mmap, no trim": {"MALLOC_MMAP_MAX_": "0",
+                                                            "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}}
 
 
 # (name, subject figure, ceiling variant or None for inference, passes per image)

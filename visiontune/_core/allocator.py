@@ -5,7 +5,9 @@ back in on the next batch; on the bench (Lite0, size 64, 2 cores) that made a ba
 (BENCHMARKS.md, "Inference"), and frozen training epochs about 1.2x slower. Raising the mmap threshold is not
 enough: glibc caps it at 32 MiB, and at 224 pixels a batch of 64 has activation buffers larger than that, which
 were still mmapped and unmapped every step. So mmap is switched off for malloc (M_MMAP_MAX = 0: every block
-comes from the reusable heap) and the heap is trimmed only beyond 1 GiB of free memory at its top.
+comes from the reusable heap) and glibc's own trimming of the heap's top is off too: a 224-pixel batch of 64
+frees about 1.2 GB of activations at the top of the heap when its forward pass ends, so any finite threshold a
+batch can outgrow (1 GiB was tried) hands them back and faults them in again on the next batch.
 
 The price is that a process keeps its training peak (several GB at 224 pixels) after training ends; so when
 inference starts after a fit with more than 1 GiB of freed memory held (`release_freed_memory()`, called on
@@ -27,7 +29,8 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameter numbers
 MMAP_THRESHOLD = 32 << 20  # glibc's maximum (kept for a malloc that ignores M_MMAP_MAX)
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
-TRIM_THRESHOLD = 1 << 30  # return memory to the OS only beyond 1 GiB of free heap
+NEVER_TRIM = -1  # mallopt(M_TRIM_THRESHOLD, -1): glibc never trims by itself (only malloc_trim, below)
+RELEASE_MIN = 1 << 30  # after a fit, hand freed memory back only when over 1 GiB of it is held
 _applied = False
 _libc = None
 _training_ended = False
@@ -65,7 +68,7 @@ def keep_freed_memory() -> bool:
     global _libc
     _libc = libc
     _applied = (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_MMAP_MAX, 0))
-                and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
+                and bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)))
     return _applied
 
 
@@ -87,7 +90,7 @@ def note_training_ended() -> None:
     _training_ended = True
 
 
-def release_freed_memory(min_free: int = TRIM_THRESHOLD) -> int:
+def release_freed_memory(min_free: int = RELEASE_MIN) -> int:
     """Once after training, give freed memory back to the OS (glibc's malloc_trim) when more than `min_free`
     bytes of it are held: a training step's activations, several GB at 224 pixels. Returns the bytes that were
     held, 0 if nothing was done. Only where `keep_freed_memory()` applied visiontune's setting, and only once per

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .._core.allocator import freed_bytes_held
 from .._core.errors import bad_value
 
 if TYPE_CHECKING:
@@ -51,17 +52,19 @@ def _cgroup_free() -> int | None:
 
 def free_memory_bytes() -> int | None:
     """Memory this process can still take: the least of MemAvailable, the cgroup's room and VISIONTUNE_MEMORY
-    (the person's own cap); None when none of them is known (not Linux)."""
+    (the person's own cap); None when none of them is known (not Linux). Memory malloc holds freed for this
+    process (an earlier fit's activations, see `keep_freed_memory`) counts as free: the next step reuses it."""
     found = []
+    held = freed_bytes_held()
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
+                found.append(int(line.split()[1]) * 1024 + held)
     except OSError:
         pass
     room = _cgroup_free()
     if room is not None:
-        found.append(room)
+        found.append(room + held)
     if os.environ.get(MEMORY_ENV):
         found.append(parse_bytes(os.environ[MEMORY_ENV]))
     return min(found) if found else None
