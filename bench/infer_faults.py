@@ -72,13 +72,15 @@ def main() -> None:
     for r in range(a.rounds):
         for setting in runs:
             print(f"round {r + 1}/{a.rounds}: {setting}", file=sys.stderr, flush=True)
-            res = subprocess.run([sys.executable, "-c", CHILD, str(REPO), a.data, str(a.size), str(a.bs), str(a.calls),
-                                  setting], capture_output=True, text=True, check=True,
-                                 env=env)
+            cmd = [sys.executable, "-c", CHILD, str(REPO), a.data, str(a.size), str(a.bs), str(a.calls), setting]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             runs[setting].append(json.loads(res.stdout.strip().splitlines()[-1]))
-    medians = {s: {what: {k: statistics.median(c[k] for run in rs for c in run[what]) for k in ("img_s", "minflt",
-                                                                                                   "sys_s")}
-                       for what in ("get_preds", "bare")} for s, rs in runs.items()}
+
+    def median(setting: str, what: str, key: str) -> float:  # over every call of every round
+        return statistics.median(call[key] for run in runs[setting] for call in run[what])
+
+    medians = {s: {what: {k: median(s, what, k) for k in ("img_s", "minflt", "sys_s")} for what in ("get_preds", "bare")}
+               for s in runs}
     print(json.dumps({"args": vars(a), "medians": medians, "runs": runs}))
 
 

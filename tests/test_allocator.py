@@ -28,12 +28,17 @@ print(json.dumps({"applied": applied, "faults": faults}))
 """
 
 
-def probe(folder, **env) -> dict:
+def run_script(script: str, *args, **env) -> dict:
+    """Run `script` in a fresh Python without the person's MALLOC_* settings (plus `env`); its last JSON line."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    r = subprocess.run([sys.executable, "-c", PROBE, str(folder)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
                        env={**e, **env}, timeout=600)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def probe(folder, **env) -> dict:
+    return run_script(PROBE, folder, **env)
 
 
 @pytest.mark.slow
@@ -85,15 +90,10 @@ print(json.dumps({"untouched": untouched, "after_fit": after_fit, "held": held, 
 def test_training_memory_goes_back_to_the_os_once_inference_starts(image_folder):
     """Kept freed memory makes batches fast but would hold a training peak for the rest of a session:
     the first inference after a fit hands it back, once."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    r = subprocess.run([sys.executable, "-c", RELEASE, str(image_folder)], capture_output=True, text=True,
-                       env=e, timeout=600)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = run_script(RELEASE, image_folder)
     assert out["untouched"] == 0 and out["again"] == 0, out
     assert out["held"] > 1 << 30, out  # the freed buffers were kept by malloc after the fit...
     assert out["after_fit"] - out["after_preds"] > 800, out  # ...and returned to the OS by get_preds
-
 
 
 TOP = r"""
@@ -122,10 +122,7 @@ def test_a_batch_of_64_at_224_keeps_its_activations_between_batches():
     (1 GiB was visiontune's, and a batch of 64 at 224 frees 1.2 GB) hands the activations back to the OS at the
     end of a batch, and the next batch faults them in again. Whether the freed buffers border the heap's top
     depends on what else was allocated, so the earlier setting failed this in 5 of 6 runs, not every time."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     for _ in range(2):
-        r = subprocess.run([sys.executable, "-c", TOP], capture_output=True, text=True, env=e, timeout=300)
-        assert r.returncode == 0, r.stderr
-        out = json.loads(r.stdout.strip().splitlines()[-1])
+        out = run_script(TOP)
         assert out["applied"], out
         assert max(out["handed_back_mb"]) < 50, out  # kept for the next batch, every time
