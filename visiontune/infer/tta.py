@@ -17,7 +17,7 @@ from .._core import console as _console
 from .._core.errors import ConfigError
 from ..data.transforms import AugmentConfig, valid_transform
 from .data import as_dataset
-from .predict import eval_mode, get_preds, image_loader, is_named_set, report_left_out
+from .predict import eval_mode, get_preds, image_loader, inference_model, is_named_set, report_left_out
 from .progress import image_progress, show_progress
 
 if TYPE_CHECKING:
@@ -98,8 +98,9 @@ def tta(learn: "Learner", ds="valid", n: int = 4, beta: float = 0.25, scale: flo
     label = ds if is_named_set(ds) else "images"
     with eval_mode(learn), image_progress(len(dset), f"tta {label}", show_progress(learn, len(dset))) as advance:
         for x, y, idx in dl.iter_with_index():
-            probs = [learn.activation(learn.model(x[:, v].contiguous(memory_format=_fmt(learn))).float()).cpu()
-                     for v in range(x.shape[1])]
+            views = [x[:, v].contiguous(memory_format=_fmt(learn)) for v in range(x.shape[1])]
+            model = inference_model(learn, views[0])
+            probs = [learn.activation(model(view).float()).cpu() for view in views]
             plain.append(probs[0])
             augmented.append(torch.stack(probs[1:]).mean(0))
             targs.append(y.cpu())

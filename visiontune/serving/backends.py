@@ -17,7 +17,7 @@ from .._core.version import __version__
 from ..data.loader import Normalize
 from ..infer.data import InferenceData
 from ..infer.export import load_learner, read_model_header
-from ..infer.predict import eval_mode
+from ..infer.predict import eval_mode, inference_model
 
 ONNX_STARTUP_TOLERANCE = 1e-3  # onnxruntime vs PyTorch at start-up; above it the export is wrong, not rounding
 
@@ -95,7 +95,8 @@ class TorchBackend:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.learn):
-            return self.learn.activation(self.learn.model(self.normalize(images)).float()).cpu()
+            x = self.normalize(images)
+            return self.learn.activation(inference_model(self.learn, x)(x).float()).cpu()
 
 
 class OnnxBackend:
