@@ -20,11 +20,14 @@ Variants:
   frozen_bn   body frozen except its BatchNorm weights: what fastai's `freeze()` trains (train_bn=True),
               so gradients still flow back through the whole body
   unfrozen    every parameter learns
-plus infer_img_s: images/second of the pretrained model under inference_mode on the valid tensors.
+plus infer_img_s: images/second of the pretrained model under inference_mode on the valid tensors, the faster
+of the model as defined (infer_eager_img_s) and of its copy with every BatchNorm folded into the convolution
+before it (infer_folded_img_s; visiontune/models/fold.py, loaded as a lone file: the rest of visiontune is not).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -41,6 +44,9 @@ from _machine import (CpuWatch, machine_info, peak_rss_mb, peak_rss_since_reset_
                       wait_for_quiet)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_spec = importlib.util.spec_from_file_location("fold", Path(__file__).resolve().parent.parent / "visiontune/models/fold.py")
+fold = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fold)
 MEAN = STD = 0.5  # the embedded Lite0 weights' normalization, same for all three channels
 
 
@@ -150,16 +156,24 @@ def bench_format(fmt, variants, data, n_classes, a) -> dict:
     out: dict = {}
 
     reset_peak_rss()
-    model = fresh_model(n_classes, fmt)
-    infer(model, xv[: a.bs], yv[: a.bs], a.bs)  # warm-up (allocator, kernels)
-    runs = [measured(lambda: infer(model, xv, yv, a.infer_bs), a) for _ in range(a.repeats)]
-    out["infer_s"] = statistics.median(r[0] for r in runs)
-    out["infer_img_s"] = len(xv) / out["infer_s"]
-    out["infer_runs_s"] = [round(r[0], 3) for r in runs]
-    out["infer_foreign_cpu"] = [r[1] for r in runs]
+    model = fresh_model(n_classes, fmt).eval()
+    models = {"eager": model, "folded": fold.fold_batchnorm(model, xv[:1])}
+    assert models["folded"] is not None, "Lite0's BatchNorms should fold"
+    for m in models.values():
+        infer(m, xv[: a.bs], yv[: a.bs], a.bs)  # warm-up (allocator, kernels)
+    runs = {k: [] for k in models}
+    for _ in range(a.repeats):  # A B A B
+        for k, m in models.items():
+            runs[k].append(measured(lambda: infer(m, xv, yv, a.infer_bs), a))
+    for k in models:
+        out[f"infer_{k}_img_s"] = len(xv) / statistics.median(r[0] for r in runs[k])
+        out[f"infer_{k}_runs_s"] = [round(r[0], 3) for r in runs[k]]
+        out[f"infer_{k}_foreign_cpu"] = [r[1] for r in runs[k]]
+    out["infer_model"] = max(models, key=lambda k: out[f"infer_{k}_img_s"])
+    out["infer_img_s"] = out[f"infer_{out['infer_model']}_img_s"]
     out["infer_peak_rss_mb"] = peak_rss_since_reset_mb()
-    log(f"[{fmt}] inference: {out['infer_img_s']:.0f} img/s, runs {out['infer_runs_s']}, "
-        f"foreign cpu {out['infer_foreign_cpu']}")
+    log(f"[{fmt}] inference: as defined {out['infer_eager_img_s']:.0f} img/s, runs {out['infer_eager_runs_s']}; "
+        f"BatchNorm folded {out['infer_folded_img_s']:.0f} img/s, runs {out['infer_folded_runs_s']}")
 
     for variant in variants:
         model = opt = None  # the last variant's weights and moments out of the next peak
@@ -227,8 +241,10 @@ def main() -> None:
 
     # the best format per figure is the ceiling
     fmts = a.formats.split(",")
-    best = {"infer_img_s": max(result[f]["infer_img_s"] for f in fmts),
-            "infer_format": max(fmts, key=lambda f: result[f]["infer_img_s"])}
+    infer_fmt = max(fmts, key=lambda f: result[f]["infer_img_s"])
+    best = {"infer_img_s": result[infer_fmt]["infer_img_s"], "infer_format": infer_fmt,
+            "infer_model": result[infer_fmt]["infer_model"],
+            "infer_eager_img_s": max(result[f]["infer_eager_img_s"] for f in fmts)}
     for v in variants:
         f = min(fmts, key=lambda f: result[f][v]["train_epoch_s"])
         best[v] = {"format": f, **{k: result[f][v][k] for k in ("train_epoch_s", "train_img_s", "epoch_with_valid_s",

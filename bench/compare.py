@@ -110,7 +110,10 @@ def best_ceiling(runs: dict) -> dict:
         b = run["best"]
         if "infer_img_s" not in best or b["infer_img_s"] > best["infer_img_s"]:
             best.update(infer_img_s=b["infer_img_s"], infer_format=b.get("infer_format"), infer_malloc=name,
+                        infer_model=b.get("infer_model", "eager"),
                         infer_peak_rss_mb=run[b.get("infer_format", "contiguous")].get("infer_peak_rss_mb"))
+        eager = b.get("infer_eager_img_s", b["infer_img_s"])
+        best["infer_eager_img_s"] = max(best.get("infer_eager_img_s", 0), eager)  # the model as defined
         for v, fig in b.items():
             if isinstance(fig, dict) and (v not in best or fig["train_img_s"] > best[v]["train_img_s"]):
                 best[v] = {**fig, "malloc": name}
@@ -122,14 +125,16 @@ def median_ceiling(bests: list[dict]) -> dict:
     def median_round(value) -> int:
         return statistics.median_low([(value(b), i) for i, b in enumerate(bests)])[1]
     i = median_round(lambda b: b["infer_img_s"])
-    out = {k: bests[i].get(k) for k in ("infer_img_s", "infer_format", "infer_malloc", "infer_peak_rss_mb")}
+    out = {k: bests[i].get(k) for k in ("infer_img_s", "infer_format", "infer_malloc", "infer_model", "infer_peak_rss_mb")}
+    out["infer_eager_img_s"] = bests[median_round(lambda b: b["infer_eager_img_s"])]["infer_eager_img_s"]
     for v in (k for k, f in bests[0].items() if isinstance(f, dict)):
         out[v] = bests[median_round(lambda b: b[v]["train_img_s"])][v]
     return out
 
 
 def ceiling_note(best: dict) -> str:
-    parts = [f"inference: {best.get('infer_format')}, {best.get('infer_malloc')}"]
+    model = "BatchNorm folded" if best.get("infer_model") == "folded" else "model as defined"
+    parts = [f"inference: {best.get('infer_format')}, {best.get('infer_malloc')}, {model}"]
     parts += [f"{v}: {f.get('format')}, {f.get('malloc')}" for v, f in best.items() if isinstance(f, dict)]
     return "; ".join(parts)
 
@@ -200,6 +205,10 @@ def main() -> None:
             per_round = [passes * run[key] / (rb[variant]["train_img_s"] if variant else rb["infer_img_s"])
                          for run, rb in zip(runs, refs) if isinstance(run.get(key), (int, float))]
             fractions[f"{tool}_{name}"] = statistics.median(per_round) if per_round else 0.0
+            if variant is None:  # inference also against the model as defined, before folding its BatchNorms
+                eager = [passes * run[key] / rb["infer_eager_img_s"]
+                         for run, rb in zip(runs, refs) if isinstance(run.get(key), (int, float))]
+                fractions[f"{tool}_{name}_vs_eager"] = statistics.median(eager) if eager else 0.0
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     report = {
         "date": stamp, "cpu": cpu_model(), "cores": os.cpu_count(), "args": {k: str(v) for k, v in vars(a).items()},
@@ -242,7 +251,8 @@ def main() -> None:
               f"{best.get('unfrozen', {}).get('peak_rss_mb')} MiB, inference {best.get('infer_peak_rss_mb')} MiB.\n")
     md.append(f"Fraction of the bare-loop ceiling ({best.get('unfrozen', {}).get('train_img_s', 0):.0f} img/s unfrozen, "
               f"{best.get('frozen_bn', {}).get('train_img_s', 0):.0f} img/s frozen with BatchNorm training, "
-              f"{best.get('infer_img_s', 0):.0f} img/s inference): "
+              f"{best.get('infer_img_s', 0):.0f} img/s inference, {best.get('infer_eager_img_s', 0):.0f} img/s with the "
+              f"model as defined; `_vs_eager`: against that): "
               + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in fractions.items()) + ".\n")
     text = "\n".join(md)
     print(text)
