@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -95,9 +96,12 @@ def _predict_pass(learn: "Learner", sharded: bool, dset, with_loss: bool, bs: in
     # cached activations (the head alone predicts) or a compiled model: through learn.forward
     direct = sharded and (learn.precompute or learn.accel.compile)
     probs, targs, losses, index = [], [], [], []
+    forward = learn.forward if direct else None
     with eval_mode(learn), image_progress(len(dset), f"predict {label}", show_progress(learn, len(dset))) as advance:
         for x, y, idx in dl.iter_with_index():
-            out = (learn.forward(x) if direct else inference_model(learn, x)(x)).float()
+            if forward is None:  # once per pass: the weights do not change in it
+                forward = inference_model(learn, x)
+            out = forward(x).float()
             probs.append(learn.activation(out).cpu())
             targs.append(y.cpu())
             index.append(idx)
@@ -131,9 +135,9 @@ def inference_model(learn: "Learner", x: torch.Tensor) -> torch.nn.Module:
         return model
     key = WeightsKey(model)
     cached = learn.__dict__.get("_folded")
-    if cached is None or cached[0] is not model or cached[1] != key:
+    if cached is None or cached[0]() is not model or cached[1] != key:
         folded = fold_batchnorm(model, x)
-        learn.__dict__["_folded"] = cached = (model, key, folded)
+        learn.__dict__["_folded"] = cached = (weakref.ref(model), key, folded)  # a replaced model is not kept
     return cached[2] if cached[2] is not None else model
 
 

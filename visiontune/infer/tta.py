@@ -94,12 +94,13 @@ def tta(learn: "Learner", ds="valid", n: int = 4, beta: float = 0.25, scale: flo
     dset = learn.data.dataset(ds) if is_named_set(ds) else as_dataset(learn.data, ds)
     views = TTAViews(learn.data.size, n, scale, getattr(learn.data, "aug", None))
     dl = image_loader(learn, dset.with_transform(views), bs, channels_last=False)  # 5-D batches; per view below
-    plain, augmented, targs, index = [], [], [], []
+    plain, augmented, targs, index, model = [], [], [], [], None
     label = ds if is_named_set(ds) else "images"
     with eval_mode(learn), image_progress(len(dset), f"tta {label}", show_progress(learn, len(dset))) as advance:
         for x, y, idx in dl.iter_with_index():
             views = [x[:, v].contiguous(memory_format=_fmt(learn)) for v in range(x.shape[1])]
-            model = inference_model(learn, views[0])
+            if model is None:  # once per pass: the weights do not change in it
+                model = inference_model(learn, views[0])
             probs = [learn.activation(model(view).float()).cpu() for view in views]
             plain.append(probs[0])
             augmented.append(torch.stack(probs[1:]).mean(0))
