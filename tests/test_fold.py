@@ -50,6 +50,8 @@ def test_folded_lite0_matches_the_model_and_leaves_it_untouched(learn):
 def test_get_preds_follows_every_change_to_the_weights(learn):
     first, _ = learn.get_preds()
     assert torch.allclose(first, unfolded_probs(learn), atol=1e-5)
+    in_use = learn.__dict__["_folded"][2]  # get_preds ran the folded copy, not learn.model
+    assert in_use is not None and batchnorms(in_use) == 0
     conv = next(m for m in learn.model.modules() if isinstance(m, nn.Conv2d))
     bn = next(m for m in learn.model.modules() if isinstance(m, nn.BatchNorm2d))
     saved = {k: v.clone() for k, v in learn.model.state_dict().items()}
@@ -110,3 +112,25 @@ def test_a_convolution_whose_output_is_used_twice_is_not_folded():
     assert folded is not None and batchnorms(folded) == 0 and batchnorms(plain) == 1
     with torch.no_grad():
         assert torch.allclose(folded(x), plain(x), atol=1e-5)
+
+
+def test_non_finite_weights_predict_unfolded_without_refolding_each_call(learn):
+    conv = next(m for m in learn.model.modules() if isinstance(m, nn.Conv2d))
+    saved = conv.weight.detach().clone()
+    try:
+        conv.weight.data[0, 0, 0, 0] = float("nan")
+        learn.get_preds()
+        entry = learn.__dict__["_folded"]
+        assert entry[2] is None  # the copy's check refused it
+        learn.get_preds()
+        assert learn.__dict__["_folded"] is entry  # the same weights: not copied and probed again
+    finally:
+        conv.weight.data.copy_(saved)
+
+
+def test_each_module_keeps_its_own_mode():
+    model = with_stats(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
+    model.train()
+    model[1].eval()  # a frozen BatchNorm inside a training model
+    assert fold_batchnorm(model, torch.randn(2, 3, 8, 8)) is not None
+    assert [m.training for m in model] == [True, False, True, True] and model.training

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import weakref
 from pathlib import Path
@@ -26,6 +27,8 @@ from .progress import image_progress, show_progress
 if TYPE_CHECKING:
     from ..data.core import ImageDataset
     from ..train.learner import Learner
+
+log = logging.getLogger("visiontune")
 
 NAMED_SETS = ("train", "valid", "test")
 
@@ -127,16 +130,25 @@ def eval_mode(learn: "Learner") -> Iterator[None]:
 
 def inference_model(learn: "Learner", x: torch.Tensor) -> torch.nn.Module:
     """The module that predicts for `learn` on batches like `x`, inside `eval_mode`: a copy of `learn.model`
-    with its BatchNorms folded into the convolutions (same outputs to float rounding, ~1.3x faster on the
-    CPU), made again whenever the weights change. `learn.model` itself when it has forward hooks (they must
-    run), is compiled, or nothing folds."""
+    with its BatchNorms folded into the convolutions (same outputs to float rounding, a 1.4x faster forward
+    for Lite0 on the CPU), made again whenever the weights change (see WeightsKey). `learn.model` itself when
+    it has forward hooks (they must run), is compiled, or nothing folds."""
     model = learn.model
     if has_hooks(model) or getattr(getattr(learn, "accel", None), "compile", False):
         return model
-    key = WeightsKey(model)
+    try:
+        key = WeightsKey(model)
+    except Exception as e:  # e.g. uninitialized (lazy) parameters: predict with the model as it is
+        log.debug("BatchNorm folding skipped: %s", e)
+        return model
     cached = learn.__dict__.get("_folded")
     if cached is None or cached[0]() is not model or cached[1] != key:
-        folded = fold_batchnorm(model, x)
+        learn.__dict__.pop("_folded", None)  # the old copy's memory first
+        try:
+            folded = fold_batchnorm(model, x)
+        except Exception as e:  # a model that cannot be copied or probed predicts as it is, until it changes
+            log.debug("BatchNorm folding skipped: %s", e)
+            folded = None
         learn.__dict__["_folded"] = cached = (weakref.ref(model), key, folded)  # a replaced model is not kept
     return cached[2] if cached[2] is not None else model
 
