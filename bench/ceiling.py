@@ -44,7 +44,8 @@ from _machine import (CpuWatch, machine_info, peak_rss_mb, peak_rss_since_reset_
                       wait_for_quiet)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-_spec = importlib.util.spec_from_file_location("fold", Path(__file__).resolve().parent.parent / "visiontune/models/fold.py")
+_FOLD = Path(__file__).resolve().parent.parent / "visiontune" / "models" / "fold.py"
+_spec = importlib.util.spec_from_file_location("fold", _FOLD)
 fold = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fold)
 MEAN = STD = 0.5  # the embedded Lite0 weights' normalization, same for all three channels

@@ -8,7 +8,10 @@ head unless --fine-tune), warms up with one get_preds, then, A B C per round:
   get_preds   learn.get_preds() over DATA/valid (loader, normalization and the folded copy: what users run)
   eager       a bare loop of learn.model over the same batches, pre-made (the model as defined)
   folded      the same loop over fold_batchnorm(learn.model) (visiontune/models/fold.py)
-and reports images/s and minor page faults per round and the median, plus the largest difference between the two models' logits.
+  folded_normalizing  the folded loop over the uint8 batches, normalized in the loop as the loader does
+                      (what get_preds adds on top: reading the cache, resizing, stacking, the DataLoader)
+and reports images/s and minor page faults per round and the median, plus the largest difference between the
+two models' logits.
 Prints ONE JSON line; progress goes to stderr.
 """
 from __future__ import annotations
@@ -40,6 +43,8 @@ def main() -> None:
         learn.fine_tune(1)
     learn.get_preds()
     batches = [x.clone() for x, _ in learn.dl("valid", augment=False)]
+    raw = [x.clone() for x, *_ in learn.data.loader("valid", bs=a.bs, augment=False, device="cpu")]
+    normalize = learn.dl("valid", augment=False).normalize
     n = sum(len(x) for x in batches)
     learn.model.eval()
     folded = fold_batchnorm(learn.model, batches[0])
@@ -54,7 +59,13 @@ def main() -> None:
                     model(x)
         return run
 
-    paths = {"get_preds": learn.get_preds, "eager": bare(learn.model), "folded": bare(folded)}
+    def normalized():
+        with torch.inference_mode():
+            for x in raw:
+                folded(normalize(x))
+
+    paths = {"get_preds": learn.get_preds, "eager": bare(learn.model), "folded": bare(folded),
+             "folded_normalizing": normalized}
     runs: dict = {k: [] for k in paths}
     faults: dict = {k: [] for k in paths}
     for r in range(a.rounds):
@@ -63,14 +74,15 @@ def main() -> None:
             fn()
             runs[k].append(n / (time.perf_counter() - t))
             faults[k].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} img/s ({faults[k][-1]} faults)" for k, v in runs.items()),
-              file=sys.stderr)
+        figures = (f"{k} {v[-1]:.0f} img/s ({faults[k][-1]} faults)" for k, v in runs.items())
+        print(f"round {r + 1}: " + ", ".join(figures), file=sys.stderr)
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(json.dumps({
         "size": a.size, "bs": a.bs, "fine_tune": a.fine_tune, "n": n, "torch": torch.__version__, "img_s_median": med,
         "img_s_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()}, "minor_faults": faults,
         "folded_vs_eager": med["folded"] / med["eager"], "get_preds_vs_folded": med["get_preds"] / med["folded"],
         "get_preds_vs_eager": med["get_preds"] / med["eager"],
+        "normalizing_vs_folded": med["folded_normalizing"] / med["folded"],
         "max_abs_logit_diff": (want - got).abs().max().item(), "max_abs_logit": want.abs().max().item(),
         "batchnorms": sum(isinstance(m, torch.nn.BatchNorm2d) for m in learn.model.modules()),
         "batchnorms_left": sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()),

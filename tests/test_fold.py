@@ -42,7 +42,8 @@ def test_folded_lite0_matches_the_model_and_leaves_it_untouched(learn):
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
     after = learn.model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    strides = [[m.weight.stride() for m in model.modules() if isinstance(m, nn.Conv2d)] for model in (learn.model, folded)]
+    strides = [[m.weight.stride() for m in model.modules() if isinstance(m, nn.Conv2d)]
+               for model in (learn.model, folded)]
     assert strides[0] == strides[1]  # the memory format (channels_last on the CPU) is kept
     assert not any(p.requires_grad for p in folded.parameters())
 

@@ -2,7 +2,7 @@
 
 In eval mode a BatchNorm is a per-channel scale and shift, which the convolution before it can apply for
 free: the copy computes the same function (to float rounding) without a pass over every activation map:
-a 1.4x faster forward for EfficientNet-Lite0 on the CPU (BENCHMARKS.md, "Folded BatchNorm for inference")."""
+a 1.24-1.40x faster forward for EfficientNet-Lite0 on the CPU (BENCHMARKS.md, "Folded BatchNorm for inference")."""
 
 from __future__ import annotations
 
