@@ -97,9 +97,9 @@ class Normalize:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=self.device.type == "cuda")
         if self.enabled and x.dtype == torch.uint8:
-            if self.channels_last:  # reorder the bytes, not the floats: 41 -> 26 ms for 64 images at 224
-                x = x.contiguous(memory_format=torch.channels_last)
             x = torch.addcmul(self.shift, x.to(torch.float32), self.scale)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
         return x
 
 
