@@ -9,7 +9,9 @@ Lite0, augment side_on: 3 epochs on precomputed activations, then 1 epoch on aug
 body frozen) and exported to OUT/model.vt. Then, interleaved over --repeats rounds, on DATA/valid:
 
   bare_*        the model's forward over pre-made, pre-normalized tensors in batches of --bs under
-                inference_mode (channels_last, as the library runs it, and contiguous): the ceiling
+                inference_mode (channels_last, as the library runs it, and contiguous; bare_folded: the
+                channels_last loop over the model with its BatchNorms folded, as the library's torch
+                path now runs it): the ceiling is the fastest of them
   library       `predict_files` (what `visiontune predict` runs): finds the files, decodes, resizes,
                 normalizes, runs the model, collects rows
   cli_total     `python -m visiontune predict MODEL DATA/valid --csv ...` wall time, process start,
@@ -47,6 +49,7 @@ import torch  # noqa: E402
 import visiontune as vt  # noqa: E402
 from visiontune.infer import files_dataset, predict_files  # noqa: E402
 from visiontune.infer.predict import image_loader, item_to_tensor, prepare_batch  # noqa: E402
+from visiontune.models.fold import fold_batchnorm  # noqa: E402
 
 
 def log(*args) -> None:
@@ -168,6 +171,7 @@ def main() -> None:
     x_contig = x_cl.contiguous()
     model = learn.model.eval()
     contig_model = vt.load_learner(model_path, device="cpu").model.eval().to(memory_format=torch.contiguous_format)
+    folded = fold_batchnorm(model, x_cl[: a.bs])
     import onnxruntime as ort
 
     onnx_path = learn.export_onnx(a.out / "model.onnx")
@@ -176,11 +180,12 @@ def main() -> None:
 
     # warm-up: allocator, kernels, the file system cache
     bare_loop(model, x_cl[:2 * a.bs], a.bs), bare_loop(contig_model, x_contig[:2 * a.bs], a.bs)
+    bare_loop(folded, x_cl[:2 * a.bs], a.bs)
     ort_loop(session, u8[:2 * a.bs], a.bs)
     library(learn, valid, a.bs)
     library(learn, valid, a.bs, backend="onnx")
 
-    names = ("bare_channels_last", "bare_contiguous", "library", "library_onnx", "onnxruntime", "cli_total", "cli_loop",
+    names = ("bare_channels_last", "bare_contiguous", "bare_folded", "library", "library_onnx", "onnxruntime", "cli_total", "cli_loop",
              "pipeline_batched", "pipeline_per_item")
     runs: dict[str, list[float]] = {k: [] for k in names}
     foreign = []
@@ -189,6 +194,7 @@ def main() -> None:
             with CpuWatch() as wr:
                 runs["bare_channels_last"].append(bare_loop(model, x_cl, a.bs))
                 runs["bare_contiguous"].append(bare_loop(contig_model, x_contig, a.bs))
+                runs["bare_folded"].append(bare_loop(folded, x_cl, a.bs))
                 runs["library"].append(library(learn, valid, a.bs))
                 runs["library_onnx"].append(library(learn, valid, a.bs, backend="onnx"))
                 runs["onnxruntime"].append(ort_loop(session, u8, a.bs))
@@ -215,6 +221,7 @@ def main() -> None:
         "seconds_median": {k: round(v, 3) for k, v in med.items()},
         "images_per_s_median": {k: round(n / v, 1) for k, v in med.items()},
         "ratio_to_bare_channels_last": {k: round(med["bare_channels_last"] / v, 3) for k, v in med.items()},
+        "ratio_to_bare_folded": {k: round(med["bare_folded"] / v, 3) for k, v in med.items()},
         # Ratios within each round (side by side), then their median: less sensitive to load drifting across rounds.
         "library_over_bare_per_round_median": round(statistics.median(
             b / l for b, l in zip(runs["bare_channels_last"], runs["library"])), 3),
