@@ -185,8 +185,8 @@ def main() -> None:
     library(learn, valid, a.bs)
     library(learn, valid, a.bs, backend="onnx")
 
-    names = ("bare_channels_last", "bare_contiguous", "bare_folded", "library", "library_onnx", "onnxruntime", "cli_total", "cli_loop",
-             "pipeline_batched", "pipeline_per_item")
+    names = ("bare_channels_last", "bare_contiguous", "bare_folded", "library", "library_onnx", "onnxruntime",
+             "cli_total", "cli_loop", "pipeline_batched", "pipeline_per_item")
     runs: dict[str, list[float]] = {k: [] for k in names}
     foreign = []
     with CpuWatch() as w:

@@ -98,10 +98,10 @@ def tta(learn: "Learner", ds="valid", n: int = 4, beta: float = 0.25, scale: flo
     label = ds if is_named_set(ds) else "images"
     with eval_mode(learn), image_progress(len(dset), f"tta {label}", show_progress(learn, len(dset))) as advance:
         for x, y, idx in dl.iter_with_index():
-            views = [x[:, v].contiguous(memory_format=_fmt(learn)) for v in range(x.shape[1])]
+            batch_views = [x[:, v].contiguous(memory_format=_fmt(learn)) for v in range(x.shape[1])]
             if model is None:  # once per pass: the weights do not change in it
-                model = inference_model(learn, views[0])
-            probs = [learn.activation(model(view).float()).cpu() for view in views]
+                model = inference_model(learn, batch_views[0])
+            probs = [learn.activation(model(view).float()).cpu() for view in batch_views]
             plain.append(probs[0])
             augmented.append(torch.stack(probs[1:]).mean(0))
             targs.append(y.cpu())

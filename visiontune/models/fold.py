@@ -32,8 +32,8 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
     model.eval()
     try:
         folded = copy.deepcopy(model)
-        probes = [example[:1], torch.randn(example[:2].shape, generator=torch.Generator().manual_seed(0))
-                  .to(example.device, example.dtype).contiguous(memory_format=_format_of(example))]
+        noise = torch.randn(example[:2].shape, generator=torch.Generator().manual_seed(0))
+        probes = [example[:1], torch.empty_like(example[:2]).copy_(noise)]  # the example's device, dtype, layout
         pairs = _conv_bn_pairs(folded, probes[0])
         if not pairs:
             return None
@@ -56,11 +56,6 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
     finally:
         for m, training in modes:
             m.training = training
-
-
-def _format_of(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
-        and not x.is_contiguous() else torch.contiguous_format
 
 
 def has_hooks(model: nn.Module) -> bool:
