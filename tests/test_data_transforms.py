@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
 from visiontune import ConfigError, ImageData
-from visiontune.data.transforms import AugmentConfig, RandomDihedral, train_transform, valid_transform
+from visiontune.data.transforms import AugmentConfig, RandomDihedral, pil_to_uint8, train_transform, valid_transform
 
 from conftest import make_image_folder
 
 NO_JITTER = dict(max_lighting=0.0)
+PHOTO = Path("/work/shared/data/dogscats/train/cat.0.jpg")
 
 
 @pytest.fixture(autouse=True)
@@ -171,3 +176,20 @@ def test_affine_warp_resamples_once_with_exact_geometry():
     h = homography(src, dst)
     mapped = torch.cat([src, torch.ones(4, 1, dtype=torch.float64)], 1) @ h.T
     assert torch.allclose(mapped[:, :2] / mapped[:, 2:], dst, atol=1e-9)
+
+
+@pytest.mark.skipif(not PHOTO.is_file(), reason="the dogscats photos are not here")
+def test_short_side_resize_matches_pillows_bilinear_on_a_photo():
+    """pil_to_uint8 puts the short side at the size asked for, keeps the aspect, and gives Pillow's antialiased
+    BILINEAR pixels to a level, shrinking a real photo ~4x and ~2x (nearest or un-antialiased would not) and
+    enlarging it 2x."""
+    im = Image.open(PHOTO).convert("RGB")
+    for short in (min(im.size) // 4, min(im.size) // 2 + 7, min(im.size) * 2):
+        s = short / min(im.size)
+        ref = np.asarray(im.resize((round(im.width * s), round(im.height * s)), Image.BILINEAR)).transpose(2, 0, 1)
+        got = pil_to_uint8(im, short).numpy()
+        assert got.shape == ref.shape and min(got.shape[1:]) == short
+        diff = np.abs(got.astype(int) - ref)
+        assert diff.max() <= 2 and diff.mean() < 0.05, (short, diff.max(), diff.mean())
+    assert torch.equal(pil_to_uint8(im, min(im.size)), TF.pil_to_tensor(im))  # already at that size: untouched
+    assert torch.equal(pil_to_uint8(im), TF.pil_to_tensor(im))

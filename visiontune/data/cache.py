@@ -38,7 +38,7 @@ try:
 except ImportError:  # Windows: no advisory locks; concurrent builders may duplicate work, never corrupt
     fcntl = None
 
-FORMAT = 2  # 2: segment and index digests
+FORMAT = 3  # 2: segment and index digests; 3: images shrunk by torch (pil_to_uint8), not Pillow
 CHUNK_IMAGES = 2000  # images per segment: the index is committed after each, so a killed build resumes
 CHUNK_BYTES = 256 << 20
 UNRESOLVED, BAD = -1, -2

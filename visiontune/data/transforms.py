@@ -28,14 +28,18 @@ def presize(size: int) -> int:
 
 
 def pil_to_uint8(im: Image.Image, short_side: int | None = None) -> torch.Tensor:
-    """RGB PIL image -> uint8 (3, H, W) tensor, resized so its short side is `short_side`."""
-    if short_side is not None:
-        w, h = im.size
-        s = short_side / min(w, h)
-        if s != 1:
-            new = (max(1, round(w * s)), max(1, round(h * s)))
-            im = im.resize(new, Image.BILINEAR, reducing_gap=None if s > 0.5 else 2.0)
-    return TF.pil_to_tensor(im)
+    """RGB PIL image -> uint8 (3, H, W) tensor, resized so its short side is `short_side`.
+
+    Shrinking runs torch's antialiased bilinear kernel for uint8 (Pillow's BILINEAR to a level, ~5x faster on
+    photos here: it was most of the cost of preparing a new photo for the model); enlarging, cheap on the small
+    images that need it, stays Pillow's BILINEAR."""
+    w, h = im.size
+    s = 1 if short_side is None else short_side / min(w, h)
+    new = (max(1, round(w * s)), max(1, round(h * s)))
+    if s > 1:
+        im = im.resize(new, Image.BILINEAR)
+    x = TF.pil_to_tensor(im)
+    return TF.resize(x, [new[1], new[0]], antialias=True) if s < 1 else x
 
 
 @dataclass
