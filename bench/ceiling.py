@@ -22,7 +22,10 @@ Variants:
   unfrozen    every parameter learns
 plus infer_img_s: images/second of the pretrained model under inference_mode on the valid tensors, the faster
 of the model as defined (infer_eager_img_s) and of its copy with every BatchNorm folded into the convolution
-before it (infer_folded_img_s; visiontune/models/fold.py, loaded as a lone file: the rest of visiontune is not).
+before it (infer_folded_img_s; visiontune/models/fold.py, loaded as a lone file: the rest of visiontune is not),
+and, when DATA/test1 holds images, predict_decode_img_s: the faster of those two models over those new files with
+decoding included, a batch at a time (Pillow's draft mode, one bilinear resize to size x size, normalize, forward):
+the ceiling for `visiontune predict` on new JPEGs, which does the same work with the valid set's crop.
 """
 from __future__ import annotations
 
@@ -89,6 +92,31 @@ def load_split(folder: Path, classes: list[str], size: int) -> tuple[torch.Tenso
                 ys.append(label)
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(255).sub_(MEAN).div_(STD)
     return x.contiguous(), torch.tensor(ys)
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS) if folder.is_dir() else []
+
+
+def decode_batch(files: list[Path], size: int, fmt: str) -> torch.Tensor:
+    """New files -> one normalized batch, as cheaply as Pillow does it (draft mode shrinks big JPEGs as it decodes)."""
+    xs = []
+    for f in files:
+        img = Image.open(f)
+        img.draft("RGB", (size, size))
+        xs.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR)))
+    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(255).sub_(MEAN).div_(STD)
+    return to_format(x, fmt)
+
+
+def predict_decode(model, files: list[Path], size: int, bs: int, fmt: str) -> float:
+    """Seconds to decode and predict `files` in batches of `bs`, one batch after the other."""
+    model.eval()
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(files), bs):
+            model(decode_batch(files[i : i + bs], size, fmt)).argmax(1)
+    return time.perf_counter() - t
 
 
 def set_variant(model: torch.nn.Module, variant: str) -> list[torch.nn.Parameter]:
@@ -175,6 +203,16 @@ def bench_format(fmt, variants, data, n_classes, a) -> dict:
     out["infer_peak_rss_mb"] = peak_rss_since_reset_mb()
     log(f"[{fmt}] inference: as defined {out['infer_eager_img_s']:.0f} img/s, runs {out['infer_eager_runs_s']}; "
         f"BatchNorm folded {out['infer_folded_img_s']:.0f} img/s, runs {out['infer_folded_runs_s']}")
+    files = image_files(a.data / "test1")
+    if files:
+        m = models[out["infer_model"]]
+        predict_decode(m, files[: a.infer_bs], a.size, a.infer_bs, fmt)  # warm-up
+        runs_p = [measured(lambda: predict_decode(m, files, a.size, a.infer_bs, fmt), a) for _ in range(a.repeats)]
+        out["predict_decode_img_s"] = len(files) / statistics.median(r[0] for r in runs_p)
+        out["predict_decode_runs_s"] = [round(r[0], 3) for r in runs_p]
+        out["predict_decode_foreign_cpu"] = [r[1] for r in runs_p]
+        log(f"[{fmt}] predict {len(files)} new files, decoding included: {out['predict_decode_img_s']:.0f} img/s, "
+            f"runs {out['predict_decode_runs_s']}")
 
     for variant in variants:
         model = opt = None  # the last variant's weights and moments out of the next peak
@@ -246,6 +284,8 @@ def main() -> None:
     best = {"infer_img_s": result[infer_fmt]["infer_img_s"], "infer_format": infer_fmt,
             "infer_model": result[infer_fmt]["infer_model"],
             "infer_eager_img_s": max(result[f]["infer_eager_img_s"] for f in fmts)}
+    if all("predict_decode_img_s" in result[f] for f in fmts):
+        best["predict_decode_img_s"] = max(result[f]["predict_decode_img_s"] for f in fmts)
     for v in variants:
         f = min(fmts, key=lambda f: result[f][v]["train_epoch_s"])
         best[v] = {"format": f, **{k: result[f][v][k] for k in ("train_epoch_s", "train_img_s", "epoch_with_valid_s",

@@ -66,6 +66,7 @@ FRACTIONS = [("unfrozen", "unfrozen_train_img_s", "unfrozen", 1), ("frozen", "fr
              ("get_preds", "get_preds_img_s", None, 1),
              ("tta", "tta_img_s", None, 5),  # TTA runs 5 passes (4 augmented + 1 plain) over each image
              ("predict", "predict_img_s", None, 1)]  # new JPEG files, decoding included, vs pre-decoded tensors
+# (and, as predict_vs_decoding, vs the bare loop that decodes the same files: ceiling.py's predict_decode_img_s)
 
 
 def log(*a) -> None:
@@ -114,6 +115,8 @@ def best_ceiling(runs: dict) -> dict:
                         infer_peak_rss_mb=run[b.get("infer_format", "contiguous")].get("infer_peak_rss_mb"))
         eager = b.get("infer_eager_img_s", b["infer_img_s"])
         best["infer_eager_img_s"] = max(best.get("infer_eager_img_s", 0), eager)  # the model as defined
+        if "predict_decode_img_s" in b:  # new JPEG files, decoding included
+            best["predict_decode_img_s"] = max(best.get("predict_decode_img_s", 0), b["predict_decode_img_s"])
         for v, fig in b.items():
             if isinstance(fig, dict) and (v not in best or fig["train_img_s"] > best[v]["train_img_s"]):
                 best[v] = {**fig, "malloc": name}
@@ -127,6 +130,8 @@ def median_ceiling(bests: list[dict]) -> dict:
     i = median_round(lambda b: b["infer_img_s"])
     out = {k: bests[i].get(k) for k in ("infer_img_s", "infer_format", "infer_malloc", "infer_model", "infer_peak_rss_mb")}
     out["infer_eager_img_s"] = bests[median_round(lambda b: b["infer_eager_img_s"])]["infer_eager_img_s"]
+    if all("predict_decode_img_s" in b for b in bests):
+        out["predict_decode_img_s"] = bests[median_round(lambda b: b["predict_decode_img_s"])]["predict_decode_img_s"]
     for v in (k for k, f in bests[0].items() if isinstance(f, dict)):
         out[v] = bests[median_round(lambda b: b[v]["train_img_s"])][v]
     return out
@@ -209,6 +214,11 @@ def main() -> None:
                 eager = [passes * run[key] / rb["infer_eager_img_s"]
                          for run, rb in zip(runs, refs) if isinstance(run.get(key), (int, float))]
                 fractions[f"{tool}_{name}_vs_eager"] = statistics.median(eager) if eager else 0.0
+            if name == "predict":  # against the bare loop that decodes the same new files too
+                dec = [run[key] / rb["predict_decode_img_s"] for run, rb in zip(runs, refs)
+                       if isinstance(run.get(key), (int, float)) and rb.get("predict_decode_img_s")]
+                if dec:
+                    fractions[f"{tool}_predict_vs_decoding"] = statistics.median(dec)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     report = {
         "date": stamp, "cpu": cpu_model(), "cores": os.cpu_count(), "args": {k: str(v) for k, v in vars(a).items()},
@@ -252,7 +262,8 @@ def main() -> None:
     md.append(f"Fraction of the bare-loop ceiling ({best.get('unfrozen', {}).get('train_img_s', 0):.0f} img/s unfrozen, "
               f"{best.get('frozen_bn', {}).get('train_img_s', 0):.0f} img/s frozen with BatchNorm training, "
               f"{best.get('infer_img_s', 0):.0f} img/s inference, {best.get('infer_eager_img_s', 0):.0f} img/s with the "
-              f"model as defined; `_vs_eager`: against that): "
+              f"model as defined; `_vs_eager`: against that; `predict vs decoding`: against the bare loop that decodes "
+              f"the same new files too, {best.get('predict_decode_img_s') or 0:.0f} img/s): "
               + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in fractions.items()) + ".\n")
     text = "\n".join(md)
     print(text)
