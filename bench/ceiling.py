@@ -85,17 +85,19 @@ def load_split(folder: Path, classes: list[str], size: int) -> tuple[torch.Tenso
     """Decode every image of one split once: RGB, bilinear resize to size x size, normalize."""
     xs, ys = [], []
     for label, cls in enumerate(classes):
-        for f in sorted((folder / cls).iterdir()):
-            if f.suffix.lower() in IMAGE_EXTS:
-                img = Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)
-                xs.append(np.asarray(img))
-                ys.append(label)
-    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(255).sub_(MEAN).div_(STD)
-    return x.contiguous(), torch.tensor(ys)
+        for f in image_files(folder / cls):
+            xs.append(np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)))
+            ys.append(label)
+    return to_batch(xs).contiguous(), torch.tensor(ys)
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS) if folder.is_dir() else []
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+
+
+def to_batch(arrays: list[np.ndarray]) -> torch.Tensor:
+    """HxWx3 uint8 arrays -> one normalized float NCHW batch."""
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255).sub_(MEAN).div_(STD)
 
 
 def decode_batch(files: list[Path], size: int, fmt: str) -> torch.Tensor:
@@ -105,8 +107,7 @@ def decode_batch(files: list[Path], size: int, fmt: str) -> torch.Tensor:
         img = Image.open(f)
         img.draft("RGB", (size, size))
         xs.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR)))
-    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(255).sub_(MEAN).div_(STD)
-    return to_format(x, fmt)
+    return to_format(to_batch(xs), fmt)
 
 
 def predict_decode(model, files: list[Path], size: int, bs: int, fmt: str) -> float:
@@ -203,7 +204,7 @@ def bench_format(fmt, variants, data, n_classes, a) -> dict:
     out["infer_peak_rss_mb"] = peak_rss_since_reset_mb()
     log(f"[{fmt}] inference: as defined {out['infer_eager_img_s']:.0f} img/s, runs {out['infer_eager_runs_s']}; "
         f"BatchNorm folded {out['infer_folded_img_s']:.0f} img/s, runs {out['infer_folded_runs_s']}")
-    files = image_files(a.data / "test1")
+    files = image_files(a.data / "test1") if (a.data / "test1").is_dir() else []
     if files:
         m = models[out["infer_model"]]
         predict_decode(m, files[: a.infer_bs], a.size, a.infer_bs, fmt)  # warm-up
