@@ -161,6 +161,9 @@ def main() -> None:
     p.add_argument("--ceiling-each-round", action=argparse.BooleanOptionalAction, default=True,
                    help="run the bare-loop ceiling in every round, beside the tools, and take each round's fractions "
                         "against it (--no-ceiling-each-round: once, after the last round)")
+    p.add_argument("--train-fraction-rounds", type=int, default=4,
+                   help="rounds of bench/train_fraction.py after the suite: visiontune's training epochs against the "
+                        "bare loop's in one process, alternating (0: skip)")
     p.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
     a = p.parse_args()
     if not (a.data / "train").is_dir():
@@ -184,6 +187,11 @@ def main() -> None:
             fa_runs.append(run_json([str(fastai_py), str(HERE / "fastai_peer.py"), *common]))
         if a.ceiling_each_round or i == a.rounds - 1:
             ceiling_rounds.append({name: run_json(ceiling_cmd, env=env) for name, env in MALLOC_SETTINGS.items()})
+    in_process = None
+    if a.train_fraction_rounds:
+        in_process = run_json([sys.executable, str(HERE / "train_fraction.py"), str(a.data), "--size", str(a.size),
+                               "--bs", str(a.bs), "--threads", str(a.threads), "--rounds", str(a.train_fraction_rounds),
+                               "--wait-quiet", str(min(a.wait_quiet, 10))])
     ceilings = ceiling_rounds[-1]
     round_bests = [best_ceiling(c) for c in ceiling_rounds]
     best = median_ceiling(round_bests)  # the best this machine does, per figure (median over rounds)
@@ -225,7 +233,7 @@ def main() -> None:
         "versions": {"visiontune": vt_runs[0].get("visiontune"), "fastai": fa_runs[0].get("fastai") if fa_runs else None,
                      "torch": vt_runs[0].get("torch")},
         "rows": rows, "precompute_vs_fastai_frozen": (fa_frozen / pre) if pre and fa_frozen else None,
-        "fraction_of_ceiling": fractions, "ceiling": best, "ceiling_runs": ceilings,
+        "fraction_of_ceiling": fractions, "train_fraction_in_process": in_process, "ceiling": best, "ceiling_runs": ceilings,
         "ceiling_rounds": round_bests, "visiontune_runs": vt_runs, "fastai_runs": fa_runs,
         "foreign_cpu": {"visiontune": [r.get("foreign_cpu") for r in vt_runs], "fastai": [r.get("foreign_cpu") for r in fa_runs]},
     }
@@ -265,6 +273,12 @@ def main() -> None:
               f"model as defined; `_vs_eager`: against that; `predict vs decoding`: against the bare loop that decodes "
               f"the same new files too, {best.get('predict_decode_img_s') or 0:.0f} img/s): "
               + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in fractions.items()) + ".\n")
+    if in_process:
+        md.append(f"Training in one process (bench/train_fraction.py, {a.train_fraction_rounds} rounds, visiontune's epochs "
+                  "and the bare loop's alternating, median of the per-round ratios): " + ", ".join(
+                      f"{phase} {in_process[phase][arm]['fraction']:.0%}{'' if arm == 'visiontune' else ' without augmentation'}"
+                      for phase in ("frozen", "unfrozen") if phase in in_process
+                      for arm in ("visiontune", "visiontune, no augmentation") if arm in in_process[phase]) + ".\n")
     text = "\n".join(md)
     print(text)
     if a.append:
