@@ -217,11 +217,13 @@ def main() -> None:
         for name, key, variant, passes in FRACTIONS:
             per_round = [passes * run[key] / (rb[variant]["train_img_s"] if variant else rb["infer_img_s"])
                          for run, rb in zip(runs, refs) if isinstance(run.get(key), (int, float))]
-            fractions[f"{tool}_{name}"] = statistics.median(per_round) if per_round else 0.0
+            if not per_round:  # not measured (e.g. predict without DATA/test1): no figure rather than 0%
+                continue
+            fractions[f"{tool}_{name}"] = statistics.median(per_round)
             if variant is None:  # inference also against the model as defined, before folding its BatchNorms
                 eager = [passes * run[key] / rb["infer_eager_img_s"]
                          for run, rb in zip(runs, refs) if isinstance(run.get(key), (int, float))]
-                fractions[f"{tool}_{name}_vs_eager"] = statistics.median(eager) if eager else 0.0
+                fractions[f"{tool}_{name}_vs_eager"] = statistics.median(eager)
             if name == "predict":  # against the bare loop that decodes the same new files too
                 dec = [run[key] / rb["predict_decode_img_s"] for run, rb in zip(runs, refs)
                        if isinstance(run.get(key), (int, float)) and rb.get("predict_decode_img_s")]
@@ -270,8 +272,9 @@ def main() -> None:
     md.append(f"Fraction of the bare-loop ceiling ({best.get('unfrozen', {}).get('train_img_s', 0):.0f} img/s unfrozen, "
               f"{best.get('frozen_bn', {}).get('train_img_s', 0):.0f} img/s frozen with BatchNorm training, "
               f"{best.get('infer_img_s', 0):.0f} img/s inference, {best.get('infer_eager_img_s', 0):.0f} img/s with the "
-              f"model as defined; `_vs_eager`: against that; `predict vs decoding`: against the bare loop that decodes "
-              f"the same new files too, {best.get('predict_decode_img_s') or 0:.0f} img/s): "
+              f"model as defined; `_vs_eager`: against that"
+              + (f"; `predict vs decoding`: against the bare loop that decodes the same new files too, "
+                 f"{best['predict_decode_img_s']:.0f} img/s" if best.get("predict_decode_img_s") else "") + "): "
               + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in fractions.items()) + ".\n")
     if in_process:
         md.append(f"Training in one process (bench/train_fraction.py, {a.train_fraction_rounds} rounds, visiontune's epochs "
