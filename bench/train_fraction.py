@@ -32,7 +32,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -98,7 +97,6 @@ def main() -> None:
                 learn.unfreeze()
             first[name] = vt_epoch(learn, phase, a)["train_s"]  # untimed in the figures: cache fill, first touch
         runs: dict = {name: [] for name in [*arms, "bare loop"]}
-        cpu: dict = {name: [] for name in runs}
         for r in range(a.rounds):
             order = list(runs) if r % 2 == 0 else list(runs)[::-1]
             for name in order:
@@ -118,8 +116,9 @@ def main() -> None:
         res: dict = {"first_epoch_s": first, "runs": runs}
         for name in arms:
             s = [e["train_s"] for e in runs[name]]
+            med = statistics.median(s)
             res[name] = {
-                "train_s": statistics.median(s), "img_s": n_train / statistics.median(s),
+                "train_s": med, "img_s": n_train / med,
                 "fraction_per_round": [round(b / v, 3) for b, v in zip(bare_s, s)],
                 "fraction": statistics.median(b / v for b, v in zip(bare_s, s)),
                 "stages_s": {k: statistics.median(e[k] for e in runs[name]) for k in STAGES},
